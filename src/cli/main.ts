@@ -1,0 +1,139 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from '../config/config';
+import { createDb, ensureDatabase } from '../db/database';
+import { migrate, type MigrateDirection } from '../db/migrate';
+import { createLogger, errorMessage, type Logger } from '../log';
+import { startApi, startWorker, type Running } from '../runtime';
+import { startKmsDevServer } from '../stack/kms-dev-server';
+import { AlreadyRunningError } from '../stack/lock';
+import { PortInUseError } from '../stack/local-servers';
+import { StartupError } from '../stack/process';
+import { ensureServers, SetupError } from '../stack/servers';
+import { formatEndpoints, startStack } from '../stack/start';
+
+const USAGE = `Usage: ledgerlock <command>
+
+Commands:
+  start                    start the whole orchestrator locally (what \`npm start\` runs)
+  setup                    build the pinned local servers into the tools folder
+  migrate [latest|up|down] apply database migrations (default: latest)
+  worker                   run a worker against the configured Temporal
+  api                      run the HTTP API against the configured Temporal
+  kms-dev-server --port N --region R [--data-dir D]
+                           run the development KMS (local use only)
+`;
+
+/** Errors whose message is written for the operator: printed without a stack trace. */
+const OPERATOR_ERRORS = [ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError];
+
+export function run(argv: string[]): void {
+  const [command, ...rest] = argv;
+  main(command, rest).catch((err) => {
+    const forOperator = OPERATOR_ERRORS.some((type) => err instanceof type);
+    process.stderr.write(`ledgerlock ${command ?? ''}: ${forOperator ? errorMessage(err) : (err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}
+
+async function main(command: string | undefined, args: string[]): Promise<void> {
+  switch (command) {
+    case 'start':
+      return start();
+    case 'setup': {
+      const config = loadConfig();
+      await ensureServers(config.toolsDir);
+      process.stdout.write('local servers ready\n');
+      return;
+    }
+    case 'migrate':
+      return migrateCommand(args[0] ?? 'latest');
+    case 'worker':
+      return runUntilSignalled((config, log) => startWorker(config, log));
+    case 'api':
+      return runUntilSignalled((config, log) => startApi(config, log));
+    case 'kms-dev-server':
+      return kmsDevServer(args);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return;
+    default:
+      process.stderr.write(`unknown command: ${command}\n\n${USAGE}`);
+      process.exit(2);
+  }
+}
+
+function setUp(): { config: Config; log: Logger } {
+  const config = loadConfig();
+  return { config, log: createLogger(config.logLevel, { service: 'ledgerlock' }) };
+}
+
+async function start(): Promise<void> {
+  const { config, log } = setUp();
+  const stack = await startStack(config, log);
+  process.stdout.write(`\n${formatEndpoints(stack.endpoints)}\n\n`);
+  await stopOnSignal(stack.stop, log);
+}
+
+async function runUntilSignalled(begin: (config: Config, log: Logger) => Promise<Running>): Promise<void> {
+  const { config, log } = setUp();
+  const running = await begin(config, log);
+  await stopOnSignal(() => running.stop(), log);
+}
+
+/** Waits for SIGINT or SIGTERM, stops gracefully, exits. A second signal forces the exit. */
+function stopOnSignal(stop: () => Promise<void>, log: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn('forced exit', { signal });
+        process.exit(1);
+      }
+      stopping = true;
+      log.info('stopping', { signal });
+      stop()
+        .then(() => {
+          log.info('stopped');
+          resolve();
+          process.exit(0);
+        })
+        .catch((err) => {
+          log.error('stop failed', { reason: errorMessage(err) });
+          process.exit(1);
+        });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+async function migrateCommand(direction: string): Promise<void> {
+  if (direction !== 'latest' && direction !== 'up' && direction !== 'down') {
+    throw new Error(`migrate: expected latest, up or down, got ${direction}`);
+  }
+  const { config } = setUp();
+  await ensureDatabase(config.databaseUrl);
+  const db = createDb(config.databaseUrl, { max: 1 });
+  try {
+    const names = await migrate(db, direction as MigrateDirection);
+    process.stdout.write(names.length ? `${direction === 'down' ? 'reverted' : 'applied'}: ${names.join(', ')}\n` : 'nothing to do\n');
+  } finally {
+    await db.destroy();
+  }
+}
+
+async function kmsDevServer(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { port: { type: 'string' }, region: { type: 'string' }, 'data-dir': { type: 'string' } },
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error('kms-dev-server: --port must be a port number');
+  if (!values.region) throw new Error('kms-dev-server: --region is required');
+  const server = await startKmsDevServer({ port, region: values.region, ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}) });
+  process.stdout.write(`development KMS listening on ${server.url}\n`);
+  await stopOnSignal(() => server.close(), createLogger('info', { service: 'kms-dev-server' }));
+}

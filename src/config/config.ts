@@ -1,0 +1,266 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+/**
+ * The one place that reads the environment. `loadConfig` validates every variable at
+ * once and throws a {@link ConfigError} naming each bad one, so a misconfigured process
+ * fails at start rather than on its first request.
+ *
+ * Two modes:
+ * - `local` (default): every dependency has an embedded development value, marked
+ *   "local only" below; `npm start` runs the Temporal dev server, stripe-mock and a local KMS for them.
+ * - `production`: no secret and no endpoint has a default; whatever is missing is an error.
+ */
+
+/** A value that is only acceptable on a developer's machine, against the local servers. */
+export const LOCAL_ONLY_STRIPE_KEY = 'sk_test_LedgerlockLocalOnly';
+
+const port = z.coerce.number().int().min(1).max(65535);
+const optionalUrl = z.url().optional();
+
+/** Every variable Ledgerlock reads, with what it means: the README table and compose test use this. */
+export const ENV_DOCS = {
+  LEDGERLOCK_MODE: '`local` (default) runs the embedded servers; `production` requires every endpoint and secret',
+  LEDGERLOCK_DATA_DIR: 'local state: Temporal SQLite file, local KMS keys, server logs, lock file (default `.data`)',
+  LEDGERLOCK_TOOLS_DIR: 'where `npm run setup` builds the pinned servers (default `.tools`)',
+  LOG_LEVEL: '`debug`, `info` (default), `warn` or `error`',
+  API_HOST: 'address the API binds to (default `127.0.0.1`)',
+  API_PORT: 'API port (default 3000)',
+  DATABASE_URL: 'PostgreSQL URL (default `postgres://127.0.0.1:5432/ledgerlock`; required in production)',
+  TEMPORAL_ADDRESS: 'Temporal frontend `host:port` (local default `127.0.0.1:<TEMPORAL_PORT>`; required in production)',
+  TEMPORAL_NAMESPACE: 'Temporal namespace (default `default`)',
+  TEMPORAL_TASK_QUEUE: 'task queue of workflows and general activities (default `ledgerlock`)',
+  TEMPORAL_PORT: 'local dev server gRPC port (default 7233)',
+  TEMPORAL_UI_PORT: 'local dev server Web UI port (default 8233)',
+  TEMPORAL_TLS_CERT: 'client certificate (PEM file) for mTLS to Temporal',
+  TEMPORAL_TLS_KEY: 'client key (PEM file) for mTLS to Temporal',
+  TEMPORAL_TLS_CA: 'CA bundle (PEM file) that signed the Temporal server certificate',
+  TEMPORAL_CLI_PATH: 'use this `temporal` binary instead of building the pinned one',
+  STRIPE_SECRET_KEY: 'Stripe secret key; when set without STRIPE_API_URL, real Stripe is used (required in production)',
+  STRIPE_API_URL: 'Stripe API base URL (local default: the embedded stripe-mock)',
+  STRIPE_MOCK_PORT: 'local stripe-mock port (default 12111)',
+  STRIPE_MOCK_PATH: 'use this `stripe-mock` binary instead of building the pinned one',
+  KMS_ENDPOINT: 'KMS endpoint URL (local default: the embedded local KMS); unset in production for AWS KMS',
+  KMS_PORT: 'local KMS port (default 4599)',
+  LOCAL_KMS_PATH: 'run this local-kms binary as the local KMS instead of the built-in development KMS',
+  AWS_REGION: 'AWS region of the KMS client (local default `eu-west-1`)',
+  KMS_KEY_ALIAS_PREFIX: 'master key aliases are `<prefix>-<region>` (default `alias/ledgerlock`)',
+  LEDGERLOCK_REGIONS: 'data-residency regions, comma-separated (default `eu,us`)',
+} as const;
+
+export type EnvName = keyof typeof ENV_DOCS;
+
+const logLevel = z.enum(['debug', 'info', 'warn', 'error']);
+
+const rawSchema = z.object({
+  LEDGERLOCK_MODE: z.enum(['local', 'production']).default('local'),
+  LEDGERLOCK_DATA_DIR: z.string().min(1).default('.data'),
+  LEDGERLOCK_TOOLS_DIR: z.string().min(1).default('.tools'),
+  LOG_LEVEL: logLevel.default('info'),
+  API_HOST: z.string().min(1).default('127.0.0.1'),
+  API_PORT: port.default(3000),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .optional(),
+  TEMPORAL_ADDRESS: z
+    .string()
+    .regex(/^[^\s:/]+:\d{1,5}$/, 'must be host:port')
+    .optional(),
+  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  TEMPORAL_TASK_QUEUE: z.string().min(1).default('ledgerlock'),
+  TEMPORAL_PORT: port.default(7233),
+  TEMPORAL_UI_PORT: port.default(8233),
+  TEMPORAL_TLS_CERT: z.string().min(1).optional(),
+  TEMPORAL_TLS_KEY: z.string().min(1).optional(),
+  TEMPORAL_TLS_CA: z.string().min(1).optional(),
+  TEMPORAL_CLI_PATH: z.string().min(1).optional(),
+  STRIPE_SECRET_KEY: z
+    .string()
+    .regex(/^(sk|rk)_(test|live)_[A-Za-z0-9_]+$/, 'must be a Stripe secret or restricted key (sk_… or rk_…)')
+    .optional(),
+  STRIPE_API_URL: optionalUrl,
+  STRIPE_MOCK_PORT: port.default(12111),
+  STRIPE_MOCK_PATH: z.string().min(1).optional(),
+  KMS_ENDPOINT: optionalUrl,
+  KMS_PORT: port.default(4599),
+  LOCAL_KMS_PATH: z.string().min(1).optional(),
+  AWS_REGION: z
+    .string()
+    .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'must be an AWS region such as eu-west-1')
+    .optional(),
+  KMS_KEY_ALIAS_PREFIX: z
+    .string()
+    .regex(/^alias\/[A-Za-z0-9/_-]+$/, 'must start with alias/')
+    .default('alias/ledgerlock'),
+  LEDGERLOCK_REGIONS: z
+    .string()
+    .regex(/^[a-z]{2}(,[a-z]{2})*$/, 'must be comma-separated two-letter region codes, e.g. eu,us')
+    .default('eu,us'),
+});
+
+type Raw = z.infer<typeof rawSchema>;
+
+export type Mode = Raw['LEDGERLOCK_MODE'];
+export type LogLevel = z.infer<typeof logLevel>;
+
+export interface TemporalTls {
+  readonly certPath: string;
+  readonly keyPath: string;
+  readonly caPath?: string;
+}
+
+export interface Config {
+  readonly mode: Mode;
+  readonly dataDir: string;
+  readonly toolsDir: string;
+  readonly logLevel: LogLevel;
+  readonly api: { readonly host: string; readonly port: number };
+  readonly databaseUrl: string;
+  readonly temporal: {
+    readonly address: string;
+    readonly namespace: string;
+    readonly taskQueue: string;
+    readonly tls?: TemporalTls;
+    /** Set when `npm start` runs the dev server itself. */
+    readonly devServer?: { readonly port: number; readonly uiPort: number; readonly executable?: string };
+  };
+  readonly stripe: {
+    readonly secretKey: string;
+    /** Absent for real Stripe. */
+    readonly apiUrl?: string;
+    /** Set when `npm start` runs stripe-mock itself. */
+    readonly mock?: { readonly port: number; readonly executable?: string };
+  };
+  readonly kms: {
+    readonly region: string;
+    /** Absent for AWS KMS. */
+    readonly endpoint?: string;
+    readonly aliasPrefix: string;
+    /** Set when `npm start` runs a local KMS itself: local-kms when `executable` is set, else the development KMS. */
+    readonly local?: { readonly port: number; readonly executable?: string };
+  };
+  readonly regions: readonly string[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly { variable: string; message: string }[]) {
+    super(
+      `Invalid configuration:\n${problems.map((p) => `  ${p.variable}: ${p.message}`).join('\n')}`,
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Reads and validates `env` once. The result is deeply frozen; pass it down rather than
+ * reading `process.env` elsewhere.
+ *
+ * @throws ConfigError naming every invalid or missing variable (values are never echoed,
+ * since some are secrets).
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
+  const parsed = rawSchema.safeParse(pickKnown(env));
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((issue) => ({
+        variable: String(issue.path[0] ?? '(environment)'),
+        message: issue.message,
+      })),
+    );
+  }
+  const raw = parsed.data;
+  const problems = raw.LEDGERLOCK_MODE === 'production' ? productionProblems(raw) : [];
+  problems.push(...crossFieldProblems(raw));
+  if (problems.length > 0) throw new ConfigError(problems);
+  return deepFreeze(build(raw, cwd));
+}
+
+function pickKnown(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of Object.keys(ENV_DOCS)) {
+    const value = env[name];
+    // An empty variable means "not set", as in most shells' `FOO= cmd`.
+    if (value !== undefined && value !== '') out[name] = value;
+  }
+  return out;
+}
+
+function productionProblems(raw: Raw): { variable: string; message: string }[] {
+  const required: EnvName[] = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'AWS_REGION'];
+  return required
+    .filter((name) => raw[name] === undefined)
+    .map((variable) => ({ variable, message: 'required when LEDGERLOCK_MODE=production' }));
+}
+
+function crossFieldProblems(raw: Raw): { variable: string; message: string }[] {
+  const problems: { variable: string; message: string }[] = [];
+  if ((raw.TEMPORAL_TLS_CERT === undefined) !== (raw.TEMPORAL_TLS_KEY === undefined)) {
+    const missing = raw.TEMPORAL_TLS_CERT === undefined ? 'TEMPORAL_TLS_CERT' : 'TEMPORAL_TLS_KEY';
+    problems.push({ variable: missing, message: 'mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY' });
+  }
+  if (raw.STRIPE_SECRET_KEY?.includes('_live_') && raw.LEDGERLOCK_MODE !== 'production') {
+    problems.push({ variable: 'STRIPE_SECRET_KEY', message: 'a live key is only accepted with LEDGERLOCK_MODE=production' });
+  }
+  return problems;
+}
+
+function build(raw: Raw, cwd: string): Config {
+  const local = raw.LEDGERLOCK_MODE === 'local';
+  const runTemporal = local && raw.TEMPORAL_ADDRESS === undefined;
+  const runStripeMock = local && raw.STRIPE_SECRET_KEY === undefined && raw.STRIPE_API_URL === undefined;
+  const runLocalKms = local && raw.KMS_ENDPOINT === undefined && raw.AWS_REGION === undefined;
+  const tls: TemporalTls | undefined =
+    raw.TEMPORAL_TLS_CERT && raw.TEMPORAL_TLS_KEY
+      ? { certPath: raw.TEMPORAL_TLS_CERT, keyPath: raw.TEMPORAL_TLS_KEY, ...(raw.TEMPORAL_TLS_CA ? { caPath: raw.TEMPORAL_TLS_CA } : {}) }
+      : undefined;
+  return {
+    mode: raw.LEDGERLOCK_MODE,
+    dataDir: path.resolve(cwd, raw.LEDGERLOCK_DATA_DIR),
+    toolsDir: path.resolve(cwd, raw.LEDGERLOCK_TOOLS_DIR),
+    logLevel: raw.LOG_LEVEL,
+    api: { host: raw.API_HOST, port: raw.API_PORT },
+    // Local only: the machine's own PostgreSQL with trust auth.
+    databaseUrl: raw.DATABASE_URL ?? 'postgres://127.0.0.1:5432/ledgerlock',
+    temporal: {
+      address: raw.TEMPORAL_ADDRESS ?? `127.0.0.1:${raw.TEMPORAL_PORT}`,
+      namespace: raw.TEMPORAL_NAMESPACE,
+      taskQueue: raw.TEMPORAL_TASK_QUEUE,
+      ...(tls ? { tls } : {}),
+      ...(runTemporal
+        ? { devServer: { port: raw.TEMPORAL_PORT, uiPort: raw.TEMPORAL_UI_PORT, ...opt('executable', raw.TEMPORAL_CLI_PATH) } }
+        : {}),
+    },
+    stripe: {
+      // Local only: stripe-mock accepts any key shaped like a test key.
+      secretKey: raw.STRIPE_SECRET_KEY ?? LOCAL_ONLY_STRIPE_KEY,
+      ...opt('apiUrl', raw.STRIPE_API_URL ?? (runStripeMock ? `http://127.0.0.1:${raw.STRIPE_MOCK_PORT}` : undefined)),
+      ...(runStripeMock ? { mock: { port: raw.STRIPE_MOCK_PORT, ...opt('executable', raw.STRIPE_MOCK_PATH) } } : {}),
+    },
+    kms: {
+      // Local only: the local KMS only echoes the region in ARNs.
+      region: raw.AWS_REGION ?? 'eu-west-1',
+      ...opt('endpoint', raw.KMS_ENDPOINT ?? (runLocalKms ? `http://127.0.0.1:${raw.KMS_PORT}` : undefined)),
+      aliasPrefix: raw.KMS_KEY_ALIAS_PREFIX,
+      ...(runLocalKms ? { local: { port: raw.KMS_PORT, ...opt('executable', raw.LOCAL_KMS_PATH) } } : {}),
+    },
+    regions: raw.LEDGERLOCK_REGIONS.split(','),
+  };
+}
+
+function opt<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return (value === undefined ? {} : { [key]: value }) as { [P in K]?: V };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The alias of a region's master key, e.g. `alias/ledgerlock-eu`. */
+export function masterKeyAlias(config: Pick<Config, 'kms'>, region: string): string {
+  return `${config.kms.aliasPrefix}-${region}`;
+}

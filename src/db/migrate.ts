@@ -1,0 +1,46 @@
+import { Migrator, type Kysely, type Migration, type MigrationResultSet } from 'kysely';
+import * as apiIdempotencyKeys from './migrations/2026-11-21T00-00-api-idempotency-keys';
+
+/**
+ * Migrations listed explicitly rather than read from a folder at run time, so they work
+ * the same under tsx, compiled JavaScript and vitest. Names sort by date: append only.
+ */
+const MIGRATIONS: Record<string, Migration> = {
+  '2026-11-21T00-00-api-idempotency-keys': apiIdempotencyKeys,
+};
+
+export function createMigrator(db: Kysely<any>): Migrator {
+  return new Migrator({
+    db,
+    provider: { getMigrations: async () => MIGRATIONS },
+    migrationTableName: 'ledgerlock_migrations',
+    migrationLockTableName: 'ledgerlock_migrations_lock',
+  });
+}
+
+export type MigrateDirection = 'latest' | 'up' | 'down';
+
+export class MigrationError extends Error {
+  constructor(readonly migration: string | undefined, cause: unknown) {
+    super(`migration ${migration ?? '(unknown)'} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'MigrationError';
+  }
+}
+
+/** Applies migrations and returns the names that ran; each runs in its own transaction. */
+export async function migrate(db: Kysely<any>, direction: MigrateDirection = 'latest'): Promise<string[]> {
+  const migrator = createMigrator(db);
+  const result: MigrationResultSet =
+    direction === 'latest'
+      ? await migrator.migrateToLatest()
+      : direction === 'up'
+        ? await migrator.migrateUp()
+        : await migrator.migrateDown();
+  if (result.error) {
+    const failed = result.results?.find((r) => r.status === 'Error');
+    throw new MigrationError(failed?.migrationName, result.error);
+  }
+  return (result.results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+export const MIGRATION_NAMES = Object.keys(MIGRATIONS);

@@ -1,0 +1,66 @@
+import {
+  CreateAliasCommand,
+  CreateKeyCommand,
+  DescribeKeyCommand,
+  KMSClient,
+  NotFoundException,
+} from '@aws-sdk/client-kms';
+import { masterKeyAlias, type Config } from '../config/config';
+
+/**
+ * One KMS client for AWS KMS and local-kms alike: only the endpoint (and, locally, the
+ * throwaway credentials local-kms ignores) differ.
+ */
+export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
+  const { region, endpoint } = config.kms;
+  return new KMSClient({
+    region,
+    ...(endpoint ? { endpoint } : {}),
+    // Local only: local-kms does not check signatures, but the SDK insists on signing.
+    ...(config.kms.local ? { credentials: { accessKeyId: 'local-only', secretAccessKey: 'local-only' } } : {}),
+    // Temporal retries activities; the SDK's own retries stay short so a call fails fast.
+    maxAttempts: 2,
+  });
+}
+
+/**
+ * Makes sure every region has its master key alias. Against the embedded local-kms the
+ * missing keys are created (first start); elsewhere keys are provisioned by the operator,
+ * so a missing alias is an error that names it.
+ *
+ * @returns the aliases created.
+ */
+export async function ensureMasterKeys(
+  kms: KMSClient,
+  config: Pick<Config, 'kms' | 'regions'>,
+): Promise<string[]> {
+  const created: string[] = [];
+  for (const region of config.regions) {
+    const alias = masterKeyAlias(config, region);
+    if (await aliasExists(kms, alias)) continue;
+    if (!config.kms.local) {
+      throw new Error(`KMS master key ${alias} for region ${region} does not exist; create it before starting Ledgerlock`);
+    }
+    const key = await kms.send(
+      new CreateKeyCommand({
+        Description: `Ledgerlock master key for region ${region} (local development)`,
+        KeySpec: 'SYMMETRIC_DEFAULT',
+        KeyUsage: 'ENCRYPT_DECRYPT',
+        Tags: [{ TagKey: 'ledgerlock:region', TagValue: region }],
+      }),
+    );
+    await kms.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: key.KeyMetadata!.KeyId! }));
+    created.push(alias);
+  }
+  return created;
+}
+
+async function aliasExists(kms: KMSClient, alias: string): Promise<boolean> {
+  try {
+    await kms.send(new DescribeKeyCommand({ KeyId: alias }));
+    return true;
+  } catch (err) {
+    if (err instanceof NotFoundException) return false;
+    throw err;
+  }
+}

@@ -1,0 +1,163 @@
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import type { Config } from '../config/config';
+import { devServerSearchAttributeArgs } from '../temporal/search-attributes';
+import { serverPath, type ServerName } from './servers';
+import { LEDGERLOCK_BIN } from './paths';
+import { portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
+
+export class PortInUseError extends Error {
+  override name = 'PortInUseError';
+}
+
+interface PlannedServer {
+  /** The pinned binary to build first, if any. */
+  readonly build?: ServerName;
+  readonly label: string;
+  readonly ports: readonly { port: number; variable: string; what: string }[];
+}
+
+/** The servers `config` says this process should run itself, and the ports each needs. */
+export function plannedServers(config: Config): PlannedServer[] {
+  const planned: PlannedServer[] = [];
+  const dev = config.temporal.devServer;
+  if (dev) {
+    planned.push({
+      build: 'temporal',
+      label: 'Temporal dev server',
+      ports: [
+        { port: dev.port, variable: 'TEMPORAL_PORT', what: 'Temporal gRPC' },
+        { port: dev.uiPort, variable: 'TEMPORAL_UI_PORT', what: 'Temporal Web UI' },
+      ],
+    });
+  }
+  if (config.kms.local) {
+    planned.push({ label: 'KMS', ports: [{ port: config.kms.local.port, variable: 'KMS_PORT', what: 'local KMS' }] });
+  }
+  if (config.stripe.mock) {
+    planned.push({ build: 'stripeMock', label: 'stripe-mock', ports: [{ port: config.stripe.mock.port, variable: 'STRIPE_MOCK_PORT', what: 'stripe-mock' }] });
+  }
+  return planned;
+}
+
+/** Fails before anything starts if a port we need is taken, naming the variable that moves it. */
+export async function assertPortsFree(ports: readonly { port: number; variable: string; what: string }[]): Promise<void> {
+  const taken: string[] = [];
+  for (const p of ports) {
+    if (!(await portIsFree(p.port))) taken.push(`port ${p.port} (${p.what}) is in use; free it or set ${p.variable}`);
+  }
+  if (taken.length > 0) throw new PortInUseError(taken.join('\n'));
+}
+
+export interface LocalServers {
+  readonly processes: readonly ManagedProcess[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the local servers `config` asks for, concurrently, every one bound to 127.0.0.1,
+ * and resolves once each answers. If one fails, the others are stopped before rejecting.
+ */
+export async function startLocalServers(config: Config, logDir: string): Promise<LocalServers> {
+  const processes: ManagedProcess[] = [];
+  const stop = async () => {
+    await Promise.all(processes.map((p) => p.stop()));
+  };
+  const starting: Promise<void>[] = [];
+
+  const dev = config.temporal.devServer;
+  if (dev) {
+    const temporal = spawnServer({
+      name: 'temporal',
+      command: serverPath('temporal', config.toolsDir, envWith('TEMPORAL_CLI_PATH', dev.executable)),
+      args: temporalDevServerArgs(config),
+      logDir,
+    });
+    processes.push(temporal);
+    starting.push(waitUntilReady(temporal, () => temporalAnswers(config.temporal.address, config.temporal.namespace), 60_000));
+  }
+
+  if (config.kms.local) {
+    const { port, executable } = config.kms.local;
+    const kms = executable
+      ? spawnServer({
+          name: 'local-kms',
+          command: executable,
+          env: {
+            ...process.env,
+            PORT: String(port),
+            KMS_REGION: config.kms.region,
+            KMS_ACCOUNT_ID: '111122223333',
+            KMS_DATA_PATH: path.join(config.dataDir, 'local-kms'),
+            // No seed: master keys are created through the KMS API on first start.
+            KMS_SEED_PATH: path.join(config.dataDir, 'local-kms-seed-unused.yaml'),
+          },
+          logDir,
+        })
+      : spawnServer({
+          name: 'kms-dev-server',
+          command: process.execPath,
+          args: [LEDGERLOCK_BIN, 'kms-dev-server', '--port', String(port), '--region', config.kms.region, '--data-dir', config.dataDir],
+          logDir,
+        });
+    processes.push(kms);
+    starting.push(waitUntilReady(kms, () => tcpProbe(port)));
+  }
+
+  if (config.stripe.mock) {
+    const { port } = config.stripe.mock;
+    const mock = spawnServer({
+      name: 'stripe-mock',
+      command: serverPath('stripeMock', config.toolsDir, envWith('STRIPE_MOCK_PATH', config.stripe.mock.executable)),
+      // HTTPS cannot be switched off; keep it on a loopback port the OS picks.
+      args: ['-http-addr', `127.0.0.1:${port}`, '-https-addr', '127.0.0.1:0'],
+      logDir,
+    });
+    processes.push(mock);
+    starting.push(waitUntilReady(mock, () => tcpProbe(port)));
+  }
+
+  try {
+    await Promise.all(starting);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { processes, stop };
+}
+
+export function temporalDevServerArgs(config: Config): string[] {
+  const dev = config.temporal.devServer!;
+  return [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(dev.port),
+    '--ui-ip',
+    '127.0.0.1',
+    '--ui-port',
+    String(dev.uiPort),
+    '--db-filename',
+    path.join(config.dataDir, 'temporal.sqlite'),
+    '--namespace',
+    config.temporal.namespace,
+    '--log-level',
+    'warn',
+    ...devServerSearchAttributeArgs(),
+  ];
+}
+
+function envWith(variable: string, value: string | undefined): NodeJS.ProcessEnv {
+  return value ? { ...process.env, [variable]: value } : process.env;
+}
+
+async function temporalAnswers(address: string, namespace: string): Promise<void> {
+  const connection = await Connection.connect({ address, connectTimeout: 1_000 });
+  try {
+    await connection.workflowService.describeNamespace({ namespace });
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,113 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+/**
+ * The external servers of the local stack, pinned. Each is built with `go install` into
+ * the git-ignored tools folder, or taken from an environment variable that points at an
+ * existing binary.
+ *
+ * local-kms (github.com/nsmithuk/local-kms@e4d9425700fe) is not in this list: the Go
+ * module proxy these machines reach does not serve it. It is used when LOCAL_KMS_PATH
+ * points at a binary; otherwise the stack runs the development KMS in
+ * src/stack/kms-dev-server.ts, which speaks the same KMS wire protocol.
+ */
+export const SERVERS = {
+  temporal: {
+    binary: 'temporal',
+    module: 'github.com/temporalio/cli/cmd/temporal',
+    // Later tags carry a `replace` directive and cannot be go-installed.
+    version: 'v1.5.1',
+    overrideEnv: 'TEMPORAL_CLI_PATH',
+  },
+  stripeMock: {
+    binary: 'stripe-mock',
+    module: 'github.com/stripe/stripe-mock',
+    version: 'v0.197.0',
+    overrideEnv: 'STRIPE_MOCK_PATH',
+  },
+} as const;
+
+export type ServerName = keyof typeof SERVERS;
+
+export class SetupError extends Error {
+  override name = 'SetupError';
+}
+
+/** Where a server's binary is: the override if set, else the pinned build in `toolsDir`. */
+export function serverPath(name: ServerName, toolsDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  const override = env[SERVERS[name].overrideEnv];
+  if (override) return path.resolve(override);
+  return path.join(toolsDir, 'bin', SERVERS[name].binary);
+}
+
+function stampPath(name: ServerName, toolsDir: string): string {
+  return path.join(toolsDir, 'bin', `${SERVERS[name].binary}.version`);
+}
+
+function isBuilt(name: ServerName, toolsDir: string): boolean {
+  const stamp = stampPath(name, toolsDir);
+  return (
+    existsSync(path.join(toolsDir, 'bin', SERVERS[name].binary)) &&
+    existsSync(stamp) &&
+    readFileSync(stamp, 'utf8').trim() === `${SERVERS[name].module}@${SERVERS[name].version}`
+  );
+}
+
+export const GO_MISSING_MESSAGE = [
+  'Go is needed to build the pinned local servers (Temporal CLI, stripe-mock), and `go` is not on PATH.',
+  'Install Go 1.23 or newer and make sure `go version` works, then run `npm run setup` again.',
+  'Or point at binaries you already have: TEMPORAL_CLI_PATH, STRIPE_MOCK_PATH.',
+].join('\n');
+
+/**
+ * Builds every pinned server that is missing or of another version, one at a time (each
+ * build uses every core). Prints what it builds; skips what is built or overridden.
+ *
+ * @throws SetupError when Go is missing and a server has no override, or a build fails.
+ */
+export async function ensureServers(
+  toolsDir: string,
+  options: { env?: NodeJS.ProcessEnv; only?: readonly ServerName[]; print?: (line: string) => void } = {},
+): Promise<Record<ServerName, string>> {
+  const env = options.env ?? process.env;
+  const print = options.print ?? ((line: string) => process.stdout.write(line + '\n'));
+  const names = options.only ?? (Object.keys(SERVERS) as ServerName[]);
+  const paths = {} as Record<ServerName, string>;
+  for (const name of Object.keys(SERVERS) as ServerName[]) paths[name] = serverPath(name, toolsDir, env);
+
+  for (const name of names) {
+    const server = SERVERS[name];
+    const override = env[server.overrideEnv];
+    if (override) {
+      if (!existsSync(override)) throw new SetupError(`${server.overrideEnv}=${override}: no such file`);
+      continue;
+    }
+    if (isBuilt(name, toolsDir)) continue;
+    if (!goAvailable(env)) throw new SetupError(GO_MISSING_MESSAGE);
+    print(`building ${server.binary} ${server.version} (go install ${server.module}@${server.version}) ...`);
+    mkdirSync(path.join(toolsDir, 'bin'), { recursive: true });
+    await goInstall(`${server.module}@${server.version}`, path.join(toolsDir, 'bin'), env);
+    writeFileSync(stampPath(name, toolsDir), `${server.module}@${server.version}\n`);
+    print(`built ${paths[name]}`);
+  }
+  return paths;
+}
+
+function goAvailable(env: NodeJS.ProcessEnv): boolean {
+  return spawnSync('go', ['version'], { env, stdio: 'ignore' }).status === 0;
+}
+
+function goInstall(target: string, gobin: string, env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // Pure-Go builds: the Temporal CLI's SQLite is modernc.org/sqlite, no C toolchain needed.
+    const child = spawn('go', ['install', target], {
+      env: { ...env, GOBIN: gobin, CGO_ENABLED: '0', GOFLAGS: '-trimpath' },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    child.on('error', (err) => reject(new SetupError(`go install ${target}: ${err.message}`)));
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new SetupError(`go install ${target} failed with exit code ${code}`)),
+    );
+  });
+}

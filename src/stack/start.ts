@@ -1,0 +1,104 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config/config';
+import { createDb, ensureDatabase } from '../db/database';
+import { migrate } from '../db/migrate';
+import { createKmsClient, ensureMasterKeys } from '../kms/kms-client';
+import type { Logger } from '../log';
+import { startApi, startWorker, type Running } from '../runtime';
+import { bundleWorkflows } from '../worker/worker';
+import { acquireLock } from './lock';
+import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
+import { ensureServers } from './servers';
+
+export interface Stack {
+  /** What runs where, as printed in the ready table. */
+  readonly endpoints: readonly { readonly name: string; readonly where: string }[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the whole orchestrator: the local servers the config asks for, migrations, the
+ * worker and the API. Slow, independent steps run concurrently (the servers boot while
+ * webpack bundles the workflows and PostgreSQL migrates). On any failure everything
+ * already started is stopped again before the error propagates.
+ */
+export async function startStack(config: Config, log: Logger): Promise<Stack> {
+  const releaseLock = acquireLock(config.dataDir);
+  const started: Running[] = [];
+  let servers: LocalServers | undefined;
+  const runFile = path.join(config.dataDir, 'run.json');
+
+  const stop = async () => {
+    for (const running of started.reverse()) await running.stop().catch((err) => log.error('stop failed', { reason: String(err) }));
+    await servers?.stop();
+    rmSync(runFile, { force: true });
+    releaseLock();
+  };
+
+  try {
+    const planned = plannedServers(config);
+    await ensureServers(config.toolsDir, { only: planned.flatMap((s) => (s.build ? [s.build] : [])) });
+    await assertPortsFree([
+      ...planned.flatMap((s) => s.ports),
+      { port: config.api.port, variable: 'API_PORT', what: 'Ledgerlock API' },
+    ]);
+
+    const bundling = bundleWorkflows();
+    const migrating = ensureDatabase(config.databaseUrl).then(async () => {
+      const db = createDb(config.databaseUrl, { max: 1 });
+      try {
+        return await migrate(db);
+      } finally {
+        await db.destroy();
+      }
+    });
+    const booting = startLocalServers(config, path.join(config.dataDir, 'logs'));
+    // Settle all three before reacting, so a failure in one never leaves another running unnoticed.
+    const [bootResult, migrateResult, bundleResult] = await Promise.allSettled([booting, migrating, bundling]);
+    if (bootResult.status === 'fulfilled') servers = bootResult.value;
+    for (const result of [bootResult, migrateResult, bundleResult]) if (result.status === 'rejected') throw result.reason;
+    const applied = (migrateResult as PromiseFulfilledResult<string[]>).value;
+    if (applied.length > 0) log.info('migrations applied', { count: applied.length });
+
+    const kms = createKmsClient(config);
+    try {
+      const created = await ensureMasterKeys(kms, config);
+      if (created.length > 0) log.info('master keys created', { aliases: created.join(',') });
+    } finally {
+      kms.destroy();
+    }
+
+    started.push(await startWorker(config, log, (bundleResult as PromiseFulfilledResult<Awaited<typeof bundling>>).value));
+    const api = await startApi(config, log);
+    started.push(api);
+
+    const endpoints = describeEndpoints(config, api.url);
+    writeFileSync(
+      runFile,
+      JSON.stringify({ pid: process.pid, servers: (servers?.processes ?? []).map((p) => ({ name: p.name, pid: p.pid })), endpoints }, null, 2),
+    );
+    return { endpoints, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+function describeEndpoints(config: Config, apiUrl: string): { name: string; where: string }[] {
+  const db = new URL(config.databaseUrl);
+  const endpoints = [{ name: 'API', where: apiUrl }];
+  endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
+  if (config.temporal.devServer) endpoints.push({ name: 'Temporal Web UI', where: `http://127.0.0.1:${config.temporal.devServer.uiPort}` });
+  // Host and database only: DATABASE_URL may carry a password.
+  endpoints.push({ name: 'PostgreSQL', where: `${db.host}${db.pathname}` });
+  endpoints.push({ name: 'KMS', where: config.kms.endpoint ?? `AWS KMS (${config.kms.region})` });
+  endpoints.push({ name: 'Stripe', where: config.stripe.apiUrl ?? 'Stripe API (api.stripe.com)' });
+  return endpoints;
+}
+
+/** The short table printed once everything is ready. */
+export function formatEndpoints(endpoints: Stack['endpoints']): string {
+  const width = Math.max(...endpoints.map((e) => e.name.length));
+  return ['Ledgerlock is ready', ...endpoints.map((e) => `  ${e.name.padEnd(width)}  ${e.where}`), 'Press Ctrl-C to stop.'].join('\n');
+}

@@ -1,0 +1,28 @@
+import { readFileSync } from 'node:fs';
+import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
+import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
+import type { Config } from '../config/config';
+
+type TemporalConfig = Pick<Config, 'temporal'>;
+
+function tlsOptions(config: TemporalConfig): ConnectionOptions['tls'] {
+  const tls = config.temporal.tls;
+  if (!tls) return undefined;
+  return {
+    clientCertPair: { crt: readFileSync(tls.certPath), key: readFileSync(tls.keyPath) },
+    ...(tls.caPath ? { serverRootCACertificate: readFileSync(tls.caPath) } : {}),
+  };
+}
+
+/** A client connection; mTLS when TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY are set. */
+export async function connectClient(config: TemporalConfig): Promise<Client> {
+  const tls = tlsOptions(config);
+  const connection = await Connection.connect({ address: config.temporal.address, ...(tls ? { tls } : {}) });
+  return new Client({ connection, namespace: config.temporal.namespace });
+}
+
+/** The worker's connection, with the same TLS settings as the client's. */
+export async function connectWorker(config: TemporalConfig): Promise<NativeConnection> {
+  const tls = tlsOptions(config) as NativeConnectionOptions['tls'];
+  return NativeConnection.connect({ address: config.temporal.address, ...(tls ? { tls } : {}) });
+}

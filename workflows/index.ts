@@ -1,0 +1,2 @@
+// Every workflow the worker registers. Names are persisted in histories: public API.
+export { canaryWorkflow } from './canary';
