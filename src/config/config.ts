@@ -25,7 +25,7 @@ export const ENV_DOCS = {
   LEDGERLOCK_TOOLS_DIR: 'where `npm run setup` builds the pinned servers (default `.tools`)',
   LOG_LEVEL: '`debug`, `info` (default), `warn` or `error`',
   API_HOST: 'address the API binds to (default `127.0.0.1`)',
-  API_PORT: 'API port (default 3000)',
+  API_PORT: 'API port (default 3000; 0 picks a free one)',
   DATABASE_URL: 'PostgreSQL URL (default `postgres://127.0.0.1:5432/ledgerlock`; required in production)',
   TEMPORAL_ADDRESS: 'Temporal frontend `host:port` (local default `127.0.0.1:<TEMPORAL_PORT>`; required in production)',
   TEMPORAL_NAMESPACE: 'Temporal namespace (default `default`)',
@@ -58,7 +58,8 @@ const rawSchema = z.object({
   LEDGERLOCK_TOOLS_DIR: z.string().min(1).default('.tools'),
   LOG_LEVEL: logLevel.default('info'),
   API_HOST: z.string().min(1).default('127.0.0.1'),
-  API_PORT: port.default(3000),
+  // 0 lets the OS pick, which tests and side-by-side checkouts use.
+  API_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   DATABASE_URL: z
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
@@ -136,6 +137,8 @@ export interface Config {
     readonly region: string;
     /** Absent for AWS KMS. */
     readonly endpoint?: string;
+    /** Sign with throwaway credentials: a local KMS ignores signatures and has no credential chain. */
+    readonly localCredentials: boolean;
     readonly aliasPrefix: string;
     /** Set when `npm start` runs a local KMS itself: local-kms when `executable` is set, else the development KMS. */
     readonly local?: { readonly port: number; readonly executable?: string };
@@ -242,6 +245,7 @@ function build(raw: Raw, cwd: string): Config {
       region: raw.AWS_REGION ?? 'eu-west-1',
       ...opt('endpoint', raw.KMS_ENDPOINT ?? (runLocalKms ? `http://127.0.0.1:${raw.KMS_PORT}` : undefined)),
       aliasPrefix: raw.KMS_KEY_ALIAS_PREFIX,
+      localCredentials: local && (raw.KMS_ENDPOINT !== undefined || runLocalKms),
       ...(runLocalKms ? { local: { port: raw.KMS_PORT, ...opt('executable', raw.LOCAL_KMS_PATH) } } : {}),
     },
     regions: raw.LEDGERLOCK_REGIONS.split(','),

@@ -16,8 +16,8 @@ export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
   return new KMSClient({
     region,
     ...(endpoint ? { endpoint } : {}),
-    // Local only: local-kms does not check signatures, but the SDK insists on signing.
-    ...(config.kms.local ? { credentials: { accessKeyId: 'local-only', secretAccessKey: 'local-only' } } : {}),
+    // Local only: a local KMS does not check signatures, but the SDK insists on signing.
+    ...(config.kms.localCredentials ? { credentials: { accessKeyId: 'local-only', secretAccessKey: 'local-only' } } : {}),
     // Temporal retries activities; the SDK's own retries stay short so a call fails fast.
     maxAttempts: 2,
   });

@@ -1,0 +1,80 @@
+import {
+  DecryptCommand,
+  DescribeKeyCommand,
+  DisableKeyCommand,
+  EnableKeyCommand,
+  GenerateDataKeyCommand,
+  InvalidCiphertextException,
+  DisabledException,
+  NotFoundException,
+  ReEncryptCommand,
+  CreateKeyCommand,
+  type KMSClient,
+} from '@aws-sdk/client-kms';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { masterKeyAlias } from '../../src/config/config';
+import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
+import { testConfig } from '../support/stack';
+
+describe('KMS through @aws-sdk/client-kms', () => {
+  const config = testConfig();
+  let kms: KMSClient;
+  beforeAll(() => {
+    kms = createKmsClient(config);
+  });
+  afterAll(() => kms.destroy());
+
+  it('has a master key alias per region after start-up, and ensuring again creates none', async () => {
+    for (const region of config.regions) {
+      const key = await kms.send(new DescribeKeyCommand({ KeyId: masterKeyAlias(config, region) }));
+      expect(key.KeyMetadata?.KeyState).toBe('Enabled');
+    }
+    expect(await ensureMasterKeys(kms, config)).toEqual([]);
+  });
+
+  it('GenerateDataKey then Decrypt returns the same data key, bound to its encryption context', async () => {
+    const context = { customer: 'cus_probe', purpose: 'test' };
+    const generated = await kms.send(
+      new GenerateDataKeyCommand({ KeyId: masterKeyAlias(config, 'eu'), KeySpec: 'AES_256', EncryptionContext: context }),
+    );
+    expect(generated.Plaintext).toHaveLength(32);
+    expect(generated.CiphertextBlob!.length).toBeGreaterThan(32);
+
+    const decrypted = await kms.send(new DecryptCommand({ CiphertextBlob: generated.CiphertextBlob, EncryptionContext: context }));
+    expect(Buffer.from(decrypted.Plaintext!)).toEqual(Buffer.from(generated.Plaintext!));
+    expect(decrypted.KeyId).toBe(generated.KeyId);
+
+    await expect(
+      kms.send(new DecryptCommand({ CiphertextBlob: generated.CiphertextBlob, EncryptionContext: { ...context, customer: 'cus_other' } })),
+    ).rejects.toBeInstanceOf(InvalidCiphertextException);
+  });
+
+  it('rejects a tampered ciphertext', async () => {
+    const generated = await kms.send(new GenerateDataKeyCommand({ KeyId: masterKeyAlias(config, 'us'), KeySpec: 'AES_256' }));
+    const tampered = Buffer.from(generated.CiphertextBlob!);
+    tampered[tampered.length - 1]! ^= 0x01;
+    await expect(kms.send(new DecryptCommand({ CiphertextBlob: tampered }))).rejects.toBeInstanceOf(InvalidCiphertextException);
+  });
+
+  it('re-encrypts a data key under another master key without exposing it', async () => {
+    const other = await kms.send(new CreateKeyCommand({ Description: 'rotation target' }));
+    const generated = await kms.send(new GenerateDataKeyCommand({ KeyId: masterKeyAlias(config, 'eu'), KeySpec: 'AES_256' }));
+    const rewrapped = await kms.send(
+      new ReEncryptCommand({ CiphertextBlob: generated.CiphertextBlob, DestinationKeyId: other.KeyMetadata!.KeyId }),
+    );
+    expect(rewrapped.KeyId).toBe(other.KeyMetadata!.Arn);
+    const decrypted = await kms.send(new DecryptCommand({ CiphertextBlob: rewrapped.CiphertextBlob }));
+    expect(Buffer.from(decrypted.Plaintext!)).toEqual(Buffer.from(generated.Plaintext!));
+  });
+
+  it('refuses a disabled key and an unknown alias with typed errors', async () => {
+    const key = await kms.send(new CreateKeyCommand({ Description: 'to disable' }));
+    await kms.send(new DisableKeyCommand({ KeyId: key.KeyMetadata!.KeyId }));
+    await expect(kms.send(new GenerateDataKeyCommand({ KeyId: key.KeyMetadata!.KeyId, KeySpec: 'AES_256' }))).rejects.toBeInstanceOf(
+      DisabledException,
+    );
+    await kms.send(new EnableKeyCommand({ KeyId: key.KeyMetadata!.KeyId }));
+    await expect(kms.send(new GenerateDataKeyCommand({ KeyId: key.KeyMetadata!.KeyId, KeySpec: 'AES_256' }))).resolves.toBeDefined();
+    await expect(kms.send(new DescribeKeyCommand({ KeyId: 'alias/ledgerlock-nowhere' }))).rejects.toBeInstanceOf(NotFoundException);
+  });
+});

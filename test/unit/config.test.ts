@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, ENV_DOCS, LOCAL_ONLY_STRIPE_KEY, loadConfig } from '../../src/config/config';
+
+function problemsOf(env: Record<string, string>): { variable: string; message: string }[] {
+  try {
+    loadConfig(env, '/srv/ledgerlock');
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return [...(err as ConfigError).problems];
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('runs every local server on embedded defaults when nothing is set', () => {
+    const config = loadConfig({}, '/srv/ledgerlock');
+    expect(config.mode).toBe('local');
+    expect(config.api).toEqual({ host: '127.0.0.1', port: 3000 });
+    expect(config.databaseUrl).toBe('postgres://127.0.0.1:5432/ledgerlock');
+    expect(config.temporal.address).toBe('127.0.0.1:7233');
+    expect(config.temporal.devServer).toEqual({ port: 7233, uiPort: 8233 });
+    expect(config.stripe).toMatchObject({ secretKey: LOCAL_ONLY_STRIPE_KEY, apiUrl: 'http://127.0.0.1:12111', mock: { port: 12111 } });
+    expect(config.kms).toMatchObject({ endpoint: 'http://127.0.0.1:4599', local: { port: 4599 } });
+    expect(config.regions).toEqual(['eu', 'us']);
+    expect(config.dataDir).toBe('/srv/ledgerlock/.data');
+  });
+
+  it('talks to real Stripe when given a secret key, starting no stripe-mock', () => {
+    const config = loadConfig({ STRIPE_SECRET_KEY: 'sk_test_51Abc' }, '/srv');
+    expect(config.stripe.secretKey).toBe('sk_test_51Abc');
+    expect(config.stripe.apiUrl).toBeUndefined();
+    expect(config.stripe.mock).toBeUndefined();
+  });
+
+  it('talks to AWS KMS when given an AWS region, starting no local KMS', () => {
+    const config = loadConfig({ AWS_REGION: 'eu-central-1' }, '/srv');
+    expect(config.kms.region).toBe('eu-central-1');
+    expect(config.kms.endpoint).toBeUndefined();
+    expect(config.kms.local).toBeUndefined();
+  });
+
+  it('starts no dev server when pointed at a Temporal cluster', () => {
+    const config = loadConfig({ TEMPORAL_ADDRESS: 'temporal.internal:7233' }, '/srv');
+    expect(config.temporal.devServer).toBeUndefined();
+  });
+
+  it('names every invalid variable at once', () => {
+    const problems = problemsOf({ API_PORT: '70000', DATABASE_URL: 'mysql://x', LOG_LEVEL: 'loud', TEMPORAL_ADDRESS: 'nohost' });
+    expect(problems.map((p) => p.variable).sort()).toEqual(['API_PORT', 'DATABASE_URL', 'LOG_LEVEL', 'TEMPORAL_ADDRESS']);
+  });
+
+  it('never echoes a value, since some are secrets', () => {
+    const problems = problemsOf({ STRIPE_SECRET_KEY: 'pk_live_notasecretkey' });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]!.variable).toBe('STRIPE_SECRET_KEY');
+    expect(JSON.stringify(problems)).not.toContain('pk_live_notasecretkey');
+  });
+
+  it('gives production no defaults for endpoints and secrets', () => {
+    const problems = problemsOf({ LEDGERLOCK_MODE: 'production' });
+    expect(problems.map((p) => p.variable).sort()).toEqual(['AWS_REGION', 'DATABASE_URL', 'STRIPE_SECRET_KEY', 'TEMPORAL_ADDRESS']);
+  });
+
+  it('refuses a live Stripe key outside production', () => {
+    expect(problemsOf({ STRIPE_SECRET_KEY: 'sk_live_abc' })).toEqual([
+      { variable: 'STRIPE_SECRET_KEY', message: 'a live key is only accepted with LEDGERLOCK_MODE=production' },
+    ]);
+  });
+
+  it('needs both halves of the Temporal mTLS pair', () => {
+    expect(problemsOf({ TEMPORAL_TLS_CERT: '/certs/client.pem' }).map((p) => p.variable)).toEqual(['TEMPORAL_TLS_KEY']);
+  });
+
+  it('returns a deeply frozen config', () => {
+    const config = loadConfig({}, '/srv');
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.temporal)).toBe(true);
+    expect(Object.isFrozen(config.regions)).toBe(true);
+  });
+
+  it('documents every variable it reads', () => {
+    expect(Object.keys(ENV_DOCS)).toContain('DATABASE_URL');
+    const problems = problemsOf({ KMS_KEY_ALIAS_PREFIX: 'ledgerlock' });
+    expect(problems[0]!.variable).toBe('KMS_KEY_ALIAS_PREFIX');
+  });
+});
