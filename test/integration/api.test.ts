@@ -1,0 +1,89 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { HealthReport } from '../../src/health/health';
+import { createLogger } from '../../src/log';
+import { startApi, type RunningApi } from '../../src/runtime';
+import { freePort } from '../../src/stack/process';
+import { testConfig } from '../support/stack';
+
+const quiet = createLogger('error');
+
+describe('API /healthz', () => {
+  let api: RunningApi;
+  beforeAll(async () => {
+    api = await startApi(testConfig(), quiet);
+  });
+  afterAll(() => api?.stop());
+
+  it('is 200 and names each dependency up when all are reachable', async () => {
+    const res = await fetch(`${api.url}/healthz`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as HealthReport;
+    expect(body.status).toBe('ok');
+    for (const name of ['temporal', 'postgres', 'kms', 'stripe']) expect(body.dependencies[name].status).toBe('up');
+  });
+
+  it('is 503 naming the dependency that is down, and only that one', async () => {
+    const deadPort = await freePort();
+    const broken = await startApi(testConfig({ STRIPE_API_URL: `http://127.0.0.1:${deadPort}` }), quiet);
+    try {
+      const res = await fetch(`${broken.url}/healthz`);
+      expect(res.status).toBe(503);
+      const body = (await res.json()) as HealthReport;
+      expect(body.status).toBe('unavailable');
+      expect(body.dependencies.stripe.status).toBe('down');
+      expect(body.dependencies.temporal.status).toBe('up');
+      expect(body.dependencies.postgres.status).toBe('up');
+      expect(body.dependencies.kms.status).toBe('up');
+      // Why it failed is logged, not exposed to an unauthenticated caller.
+      expect(JSON.stringify(body)).not.toContain(String(deadPort));
+    } finally {
+      await broken.stop();
+    }
+  });
+
+  it('reports PostgreSQL down when the database is unreachable', async () => {
+    const deadPort = await freePort();
+    const broken = await startApi(testConfig({ DATABASE_URL: `postgres://127.0.0.1:${deadPort}/nowhere` }), quiet);
+    try {
+      const res = await fetch(`${broken.url}/healthz`);
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as HealthReport).dependencies.postgres.status).toBe('down');
+    } finally {
+      await broken.stop();
+    }
+  });
+});
+
+describe('API errors', () => {
+  let api: RunningApi;
+  beforeAll(async () => {
+    api = await startApi(testConfig(), quiet);
+  });
+  afterAll(() => api?.stop());
+
+  it('answers an unknown route with problem+json', async () => {
+    const res = await fetch(`${api.url}/v1/nope`);
+    expect(res.status).toBe(404);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await res.json()).toMatchObject({ status: 404, title: 'Not Found' });
+  });
+
+  it('answers malformed JSON with a 400 problem, never a stack trace', async () => {
+    const res = await fetch(`${api.url}/v1/anything`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":' });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const text = await res.text();
+    expect(JSON.parse(text)).toMatchObject({ status: 400, title: 'Bad Request' });
+    expect(text).not.toMatch(/at .*\.ts|node_modules/);
+  });
+
+  it('refuses an oversized body with 413', async () => {
+    const res = await fetch(`${api.url}/v1/anything`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ blob: 'x'.repeat(200_000) }),
+    });
+    expect(res.status).toBe(413);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  });
+});

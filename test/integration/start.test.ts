@@ -1,0 +1,103 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { dropDatabase } from '../../src/db/database';
+import { freePort, tcpProbe } from '../../src/stack/process';
+import { spawnCli } from '../support/spawn';
+import { testStack } from '../support/stack';
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function startEnv() {
+  const stack = testStack();
+  const [api, temporal, ui, kms, stripe] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const url = new URL(stack.databaseUrl);
+  url.pathname = `${url.pathname}_start_${Date.now().toString(36)}`;
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-start-'));
+  return {
+    ports: { api, temporal, ui, kms, stripe },
+    dataDir,
+    databaseUrl: url.toString(),
+    env: {
+      LEDGERLOCK_DATA_DIR: dataDir,
+      LEDGERLOCK_TOOLS_DIR: stack.toolsDir,
+      DATABASE_URL: url.toString(),
+      API_PORT: String(api),
+      TEMPORAL_PORT: String(temporal),
+      TEMPORAL_UI_PORT: String(ui),
+      KMS_PORT: String(kms),
+      STRIPE_MOCK_PORT: String(stripe),
+    },
+  };
+}
+
+describe('ledgerlock start (npm start)', () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups) await cleanup();
+  });
+
+  it('starts the whole stack, refuses a second start, and stops leaving nothing listening', async () => {
+    const { ports, env, dataDir, databaseUrl } = await startEnv();
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }), () => dropDatabase(databaseUrl));
+
+    const first = spawnCli(['start'], env);
+    cleanups.push(() => void first.child.kill('SIGKILL'));
+    await first.waitFor('Ledgerlock is ready', 90_000);
+
+    // The ready table says what runs where.
+    expect(first.stdout()).toContain(`http://127.0.0.1:${ports.api}`);
+    expect(first.stdout()).toContain(`http://127.0.0.1:${ports.ui}`);
+    const run = JSON.parse(readFileSync(path.join(dataDir, 'run.json'), 'utf8')) as { servers: { name: string; pid: number }[] };
+    expect(run.servers.map((s) => s.name).sort()).toEqual(['kms-dev-server', 'stripe-mock', 'temporal']);
+
+    const health = await fetch(`http://127.0.0.1:${ports.api}/healthz`);
+    expect(health.status).toBe(200);
+    expect(((await health.json()) as { status: string }).status).toBe('ok');
+    const ui = await fetch(`http://127.0.0.1:${ports.ui}/`);
+    expect(ui.status).toBe(200);
+
+    const second = spawnCli(['start'], env);
+    expect(await second.exited).not.toBe(0);
+    expect(second.stderr()).toMatch(/already running \(pid \d+/);
+    // The refused start disturbed nothing.
+    expect((await fetch(`http://127.0.0.1:${ports.api}/healthz`)).status).toBe(200);
+
+    first.child.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+    for (const port of Object.values(ports)) await expect(tcpProbe(port), `port ${port}`).rejects.toThrow();
+    for (const server of run.servers) expect(pidAlive(server.pid), server.name).toBe(false);
+    expect(existsSync(path.join(dataDir, 'ledgerlock.pid'))).toBe(false);
+    expect(existsSync(path.join(dataDir, 'temporal.sqlite'))).toBe(true);
+  });
+
+  it('names the variable to change when a port is taken, and starts nothing', async () => {
+    const { ports, env, dataDir } = await startEnv();
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(ports.api, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+
+    const cli = spawnCli(['start'], env);
+    expect(await cli.exited).toBe(1);
+    expect(cli.stderr()).toContain(`port ${ports.api} (Ledgerlock API) is in use; free it or set API_PORT`);
+    expect(cli.stderr()).not.toMatch(/\n\s+at /);
+    for (const port of [ports.temporal, ports.kms, ports.stripe]) await expect(tcpProbe(port)).rejects.toThrow();
+  });
+
+  it('fails at start with a message naming each bad variable', async () => {
+    const cli = spawnCli(['start'], { API_PORT: 'eighty', LOG_LEVEL: 'chatty' });
+    expect(await cli.exited).toBe(1);
+    expect(cli.stderr()).toContain('API_PORT');
+    expect(cli.stderr()).toContain('LOG_LEVEL');
+  });
+});
