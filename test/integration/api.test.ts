@@ -19,7 +19,7 @@ describe('API /healthz', () => {
     expect(res.status).toBe(200);
     const body = (await res.json()) as HealthReport;
     expect(body.status).toBe('ok');
-    for (const name of ['temporal', 'postgres', 'kms', 'stripe']) expect(body.dependencies[name].status).toBe('up');
+    for (const name of ['temporal', 'postgres', 'kms', 'stripe'] as const) expect(body.dependencies[name].status).toBe('up');
   });
 
   it('is 503 naming the dependency that is down, and only that one', async () => {
