@@ -23,6 +23,9 @@ Commands:
                            run the development KMS (local use only)
 `;
 
+/** The commands `main` understands; docker-compose.yml's services run these. */
+export const COMMANDS = ['start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'help'] as const;
+
 /** Errors whose message is written for the operator: printed without a stack trace. */
 const OPERATOR_ERRORS = [ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError];
 

@@ -50,6 +50,9 @@ export const ENV_DOCS = {
 
 export type EnvName = keyof typeof ENV_DOCS;
 
+/** Variables read by the SDKs themselves (the AWS credential chain), never by Ledgerlock's code. */
+export const SDK_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE'] as const;
+
 const logLevel = z.enum(['debug', 'info', 'warn', 'error']);
 
 const rawSchema = z.object({

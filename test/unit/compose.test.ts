@@ -1,0 +1,97 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { COMMANDS } from '../../src/cli/main';
+import { ENV_DOCS, loadConfig, SDK_ENV } from '../../src/config/config';
+import { REPO_ROOT } from '../../src/stack/paths';
+import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
+
+interface Service {
+  image?: string;
+  build?: string | { context: string };
+  command?: string[];
+  environment?: Record<string, string>;
+  ports?: string[];
+  depends_on?: Record<string, unknown>;
+  entrypoint?: string[];
+  volumes?: string[];
+}
+
+const compose = parse(readFileSync(path.join(REPO_ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
+  services: Record<string, Service>;
+};
+const services = compose.services;
+
+/** Substitutes `${VAR}`, `${VAR:-default}` and `${VAR:?message}` as compose would, from `values`. */
+function interpolate(value: string, values: Record<string, string>): string {
+  return value.replace(/\$\{(\w+)(?::([-?])([^}]*))?\}/g, (_, name: string, op?: string, arg?: string) => {
+    if (values[name] !== undefined) return values[name]!;
+    if (op === '-') return arg ?? '';
+    throw new Error(`compose would stop: ${name} is unset (${arg})`);
+  });
+}
+
+describe('docker-compose.yml', () => {
+  it('gives every service an image or a build, and every build a Dockerfile', () => {
+    for (const [name, service] of Object.entries(services)) {
+      expect(service.image ?? service.build, name).toBeTruthy();
+      if (service.build) expect(existsSync(path.join(REPO_ROOT, typeof service.build === 'string' ? service.build : service.build.context, 'Dockerfile'))).toBe(true);
+    }
+  });
+
+  it('names only services that exist as dependencies, and mounts only files that exist', () => {
+    for (const [name, service] of Object.entries(services)) {
+      for (const dependency of Object.keys(service.depends_on ?? {})) expect(Object.keys(services), `${name} → ${dependency}`).toContain(dependency);
+      for (const volume of service.volumes ?? []) {
+        const source = volume.split(':')[0]!;
+        if (source.startsWith('./')) expect(existsSync(path.join(REPO_ROOT, source)), source).toBe(true);
+      }
+    }
+  });
+
+  it('runs a Temporal server on PostgreSQL with admin-tools schema setup, not auto-setup', () => {
+    expect(services.temporal!.image).toMatch(/^temporalio\/server:/);
+    expect(services.temporal!.environment!.DB).toBe('postgres12');
+    expect(services['temporal-schema']!.image).toMatch(/^temporalio\/admin-tools:/);
+    expect(JSON.stringify(compose)).not.toContain('auto-setup');
+  });
+
+  it('points the Web UI at the codec server', () => {
+    expect(services['temporal-ui']!.environment!.TEMPORAL_CODEC_ENDPOINT).toMatch(/^\$\{CODEC_PUBLIC_URL:-http:\/\/localhost:8888\}$/);
+  });
+
+  it('registers every search attribute the code defines', () => {
+    const script = services['temporal-search-attributes']!.entrypoint!.join(' ');
+    for (const key of Object.values(SEARCH_ATTRIBUTES)) expect(script).toContain(`--name ${key.name} --type ${key.type === 'INT' ? 'Int' : 'Keyword'}`);
+  });
+
+  for (const name of ['api', 'worker']) {
+    it(`gives the ${name} only variables the config module knows, and they validate in production mode`, () => {
+      const service = services[name]!;
+      expect(COMMANDS).toContain(service.command![0]);
+      const known = new Set<string>([...Object.keys(ENV_DOCS), ...SDK_ENV]);
+      for (const variable of Object.keys(service.environment!)) expect(known, variable).toContain(variable);
+
+      const secrets = { POSTGRES_PASSWORD: 'pw', STRIPE_SECRET_KEY: 'sk_live_example', AWS_REGION: 'eu-central-1' };
+      const env = Object.fromEntries(Object.entries(service.environment!).map(([k, v]) => [k, interpolate(v, secrets)]));
+      const config = loadConfig(env, '/app');
+      expect(config.mode).toBe('production');
+      expect(config.temporal.address).toBe('temporal:7233');
+      expect(config.temporal.devServer).toBeUndefined();
+      expect(config.kms.local).toBeUndefined();
+      expect(config.stripe.mock).toBeUndefined();
+      expect(new URL(config.databaseUrl).host).toBe('postgresql:5432');
+    });
+  }
+
+  it('publishes the API on the port the config says it listens on', () => {
+    const env = services.api!.environment!;
+    expect(services.api!.ports).toEqual([`127.0.0.1:${env.API_PORT}:${env.API_PORT}`]);
+    expect(env.API_HOST).toBe('0.0.0.0');
+  });
+
+  it('refuses to start without its secrets', () => {
+    expect(() => interpolate(services.api!.environment!.STRIPE_SECRET_KEY!, {})).toThrow(/STRIPE_SECRET_KEY is unset/);
+  });
+});
