@@ -26,8 +26,12 @@ Commands:
 /** The commands `main` understands; docker-compose.yml's services run these. */
 export const COMMANDS = ['start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'help'] as const;
 
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
 /** Errors whose message is written for the operator: printed without a stack trace. */
-const OPERATOR_ERRORS = [ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError];
+const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError];
 
 export function run(argv: string[]): void {
   const [command, ...rest] = argv;
@@ -63,8 +67,7 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
       process.stdout.write(USAGE);
       return;
     default:
-      process.stderr.write(`unknown command: ${command}\n\n${USAGE}`);
-      process.exit(2);
+      throw new UsageError(`unknown command: ${command}\n\n${USAGE}`);
   }
 }
 
@@ -115,7 +118,7 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger): Promise<void> {
 
 async function migrateCommand(direction: string): Promise<void> {
   if (direction !== 'latest' && direction !== 'up' && direction !== 'down') {
-    throw new Error(`migrate: expected latest, up or down, got ${direction}`);
+    throw new UsageError(`expected latest, up or down, got ${direction}`);
   }
   const { config } = setUp();
   await ensureDatabase(config.databaseUrl);
@@ -134,8 +137,8 @@ async function kmsDevServer(args: string[]): Promise<void> {
     options: { port: { type: 'string' }, region: { type: 'string' }, 'data-dir': { type: 'string' } },
   });
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error('kms-dev-server: --port must be a port number');
-  if (!values.region) throw new Error('kms-dev-server: --region is required');
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError('--port must be a port number');
+  if (!values.region) throw new UsageError('--region is required');
   const server = await startKmsDevServer({ port, region: values.region, ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}) });
   process.stdout.write(`development KMS listening on ${server.url}\n`);
   await stopOnSignal(() => server.close(), createLogger('info', { service: 'kms-dev-server' }));
