@@ -46,6 +46,17 @@ export const ENV_DOCS = {
   AWS_REGION: 'AWS region of the KMS client (local default `eu-west-1`)',
   KMS_KEY_ALIAS_PREFIX: 'master key aliases are `<prefix>-<region>` (default `alias/ledgerlock`)',
   LEDGERLOCK_REGIONS: 'data-residency regions, comma-separated (default `eu,us`)',
+  AUTH_ISSUER: 'required `iss` of API tokens (local default `ledgerlock-local`; required in production)',
+  AUTH_AUDIENCE: 'required `aud` of API tokens (default `ledgerlock-api`)',
+  AUTH_JWKS_URL: 'JWKS URL of the token issuer (required in production; locally a key pair is generated into the data folder)',
+  API_TLS_CERT: 'certificate chain (PEM file): the API serves HTTPS, TLS 1.3 minimum',
+  API_TLS_KEY: 'private key (PEM file) of API_TLS_CERT',
+  CODEC_HOST: 'address the codec server binds to (default `127.0.0.1`)',
+  CODEC_PORT: 'codec server port for the Temporal Web UI (default 8888)',
+  CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
+  DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
+  DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
+  STRIPE_SHARED_FIELDS: 'customer fields Stripe receives, comma-separated from email,name,phone,address (default `email,name`)',
 } as const;
 
 export type EnvName = keyof typeof ENV_DOCS;
@@ -101,6 +112,23 @@ const rawSchema = z.object({
     .string()
     .regex(/^[a-z]{2}(,[a-z]{2})*$/, 'must be comma-separated two-letter region codes, e.g. eu,us')
     .default('eu,us'),
+  AUTH_ISSUER: z.string().min(1).optional(),
+  AUTH_AUDIENCE: z.string().min(1).default('ledgerlock-api'),
+  AUTH_JWKS_URL: z.url().optional(),
+  API_TLS_CERT: z.string().min(1).optional(),
+  API_TLS_KEY: z.string().min(1).optional(),
+  CODEC_HOST: z.string().min(1).default('127.0.0.1'),
+  CODEC_PORT: z.coerce.number().int().min(0).max(65535).default(8888),
+  CODEC_CORS_ORIGINS: z
+    .string()
+    .regex(/^https?:\/\/[^,\s]+(,https?:\/\/[^,\s]+)*$/, 'must be comma-separated http(s) origins')
+    .optional(),
+  DATA_KEY_CACHE_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
+  DATA_KEY_CACHE_MAX_USES: z.coerce.number().int().min(1).default(10_000),
+  STRIPE_SHARED_FIELDS: z
+    .string()
+    .regex(/^(email|name|phone|address)(,(email|name|phone|address))*$/, 'must be a comma-separated subset of email,name,phone,address')
+    .default('email,name'),
 });
 
 type Raw = z.infer<typeof rawSchema>;
@@ -147,6 +175,17 @@ export interface Config {
     readonly local?: { readonly port: number; readonly executable?: string };
   };
   readonly regions: readonly string[];
+  readonly auth: {
+    readonly issuer: string;
+    readonly audience: string;
+    /** Production: the issuer's JWKS. Absent locally, where a key pair lives in `dataDir/auth/`. */
+    readonly jwksUrl?: string;
+  };
+  readonly apiTls?: { readonly certPath: string; readonly keyPath: string };
+  readonly codec: { readonly host: string; readonly port: number; readonly corsOrigins: readonly string[] };
+  readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number };
+  /** What Stripe receives of a customer's profile (data minimisation); never card data. */
+  readonly stripeSharedFields: readonly ('email' | 'name' | 'phone' | 'address')[];
 }
 
 export class ConfigError extends Error {
@@ -193,7 +232,7 @@ function pickKnown(env: NodeJS.ProcessEnv): Record<string, string> {
 }
 
 function productionProblems(raw: Raw): { variable: string; message: string }[] {
-  const required: EnvName[] = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'AWS_REGION'];
+  const required: EnvName[] = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
   return required
     .filter((name) => raw[name] === undefined)
     .map((variable) => ({ variable, message: 'required when LEDGERLOCK_MODE=production' }));
@@ -204,6 +243,10 @@ function crossFieldProblems(raw: Raw): { variable: string; message: string }[] {
   if ((raw.TEMPORAL_TLS_CERT === undefined) !== (raw.TEMPORAL_TLS_KEY === undefined)) {
     const missing = raw.TEMPORAL_TLS_CERT === undefined ? 'TEMPORAL_TLS_CERT' : 'TEMPORAL_TLS_KEY';
     problems.push({ variable: missing, message: 'mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY' });
+  }
+  if ((raw.API_TLS_CERT === undefined) !== (raw.API_TLS_KEY === undefined)) {
+    const missing = raw.API_TLS_CERT === undefined ? 'API_TLS_CERT' : 'API_TLS_KEY';
+    problems.push({ variable: missing, message: 'HTTPS needs both API_TLS_CERT and API_TLS_KEY' });
   }
   if (raw.STRIPE_SECRET_KEY?.includes('_live_') && raw.LEDGERLOCK_MODE !== 'production') {
     problems.push({ variable: 'STRIPE_SECRET_KEY', message: 'a live key is only accepted with LEDGERLOCK_MODE=production' });
@@ -252,6 +295,23 @@ function build(raw: Raw, cwd: string): Config {
       ...(runLocalKms ? { local: { port: raw.KMS_PORT, ...opt('executable', raw.LOCAL_KMS_PATH) } } : {}),
     },
     regions: raw.LEDGERLOCK_REGIONS.split(','),
+    auth: {
+      // Local only: tokens minted by `ledgerlock token` with the data folder's key pair.
+      issuer: raw.AUTH_ISSUER ?? 'ledgerlock-local',
+      audience: raw.AUTH_AUDIENCE,
+      ...opt('jwksUrl', raw.AUTH_JWKS_URL),
+    },
+    ...(raw.API_TLS_CERT && raw.API_TLS_KEY ? { apiTls: { certPath: raw.API_TLS_CERT, keyPath: raw.API_TLS_KEY } } : {}),
+    codec: {
+      host: raw.CODEC_HOST,
+      port: raw.CODEC_PORT,
+      corsOrigins: raw.CODEC_CORS_ORIGINS?.split(',') ?? [
+        `http://127.0.0.1:${raw.TEMPORAL_UI_PORT}`,
+        `http://localhost:${raw.TEMPORAL_UI_PORT}`,
+      ],
+    },
+    dataKeyCache: { maxAgeMs: raw.DATA_KEY_CACHE_MAX_AGE_SECONDS * 1000, maxUses: raw.DATA_KEY_CACHE_MAX_USES },
+    stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
   };
 }
 

@@ -1,4 +1,4 @@
-import express, { type Express } from 'express';
+import express, { type Express, type Router } from 'express';
 import { checkHealth, type Dependency, type HealthCheck } from '../health/health';
 import type { Logger } from '../log';
 import { problemErrorHandler, sendProblem } from './problem';
@@ -6,6 +6,8 @@ import { problemErrorHandler, sendProblem } from './problem';
 export interface AppDeps {
   readonly log: Logger;
   readonly healthChecks: Record<Dependency, HealthCheck>;
+  /** Feature routers (each authorises its own routes), mounted after JSON parsing. */
+  readonly routers?: readonly Router[];
 }
 
 /** The Express trigger API. Routes stay thin: validate, authorise, hand to Temporal. */
@@ -20,6 +22,7 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(express.json({ limit: '100kb' }));
+  for (const router of deps.routers ?? []) app.use(router);
 
   app.use((req, res) => sendProblem(res, { title: 'Not Found', status: 404, detail: `No route for ${req.method} ${req.path}.` }));
   app.use(problemErrorHandler(deps.log));

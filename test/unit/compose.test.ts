@@ -73,7 +73,13 @@ describe('docker-compose.yml', () => {
       const known = new Set<string>([...Object.keys(ENV_DOCS), ...SDK_ENV]);
       for (const variable of Object.keys(service.environment!)) expect(known, variable).toContain(variable);
 
-      const secrets = { POSTGRES_PASSWORD: 'pw', STRIPE_SECRET_KEY: 'sk_live_example', AWS_REGION: 'eu-central-1' };
+      const secrets = {
+        POSTGRES_PASSWORD: 'pw',
+        STRIPE_SECRET_KEY: 'sk_live_example',
+        AWS_REGION: 'eu-central-1',
+        AUTH_ISSUER: 'https://idp.example.com/',
+        AUTH_JWKS_URL: 'https://idp.example.com/.well-known/jwks.json',
+      };
       const env = Object.fromEntries(Object.entries(service.environment!).map(([k, v]) => [k, interpolate(v, secrets)]));
       const config = loadConfig(env, '/app');
       expect(config.mode).toBe('production');

@@ -58,7 +58,15 @@ describe('loadConfig', () => {
 
   it('gives production no defaults for endpoints and secrets', () => {
     const problems = problemsOf({ LEDGERLOCK_MODE: 'production' });
-    expect(problems.map((p) => p.variable).sort()).toEqual(['AWS_REGION', 'DATABASE_URL', 'STRIPE_SECRET_KEY', 'TEMPORAL_ADDRESS']);
+    expect(problems.map((p) => p.variable).sort()).toEqual([
+      'AUTH_ISSUER',
+      'AUTH_JWKS_URL',
+      'AWS_REGION',
+      'CODEC_CORS_ORIGINS',
+      'DATABASE_URL',
+      'STRIPE_SECRET_KEY',
+      'TEMPORAL_ADDRESS',
+    ]);
   });
 
   it('refuses a live Stripe key outside production', () => {
