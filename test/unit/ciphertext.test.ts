@@ -1,0 +1,98 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { keyIdOf, open, seal, type CipherContext } from '../../src/crypto/ciphertext';
+import { CiphertextInvalidError } from '../../src/crypto/errors';
+import { DataKeyCache } from '../../src/crypto/key-cache';
+import { regionForCountry } from '../../src/domain/residency';
+
+const key = randomBytes(32);
+const keyId = randomUUID();
+const where: CipherContext = { table: 'customers', column: 'email', rowId: 'cust_abc' };
+
+function flip(blob: Buffer, index: number): Buffer {
+  const copy = Buffer.from(blob);
+  copy[index]! ^= 0x01;
+  return copy;
+}
+
+describe('Ledgerlock v1 ciphertext', () => {
+  const blob = seal(key, keyId, Buffer.from('ada@example.com'), where);
+
+  it('round-trips and names its key id', () => {
+    expect(open(key, blob, where).toString()).toBe('ada@example.com');
+    expect(keyIdOf(blob)).toBe(keyId);
+    expect(blob[0]).toBe(1);
+  });
+
+  it('uses a fresh IV each time', () => {
+    const again = seal(key, keyId, Buffer.from('ada@example.com'), where);
+    expect(again.subarray(17, 29)).not.toEqual(blob.subarray(17, 29));
+    expect(again).not.toEqual(blob);
+  });
+
+  it.each([
+    ['the IV', 20],
+    ['the tag', 35],
+    ['the ciphertext', blob.length - 1],
+  ])('refuses a tampered %s with a typed error', (_, index) => {
+    expect(() => open(key, flip(blob, index), where)).toThrow(CiphertextInvalidError);
+  });
+
+  it('refuses a ciphertext moved to another row, column or table', () => {
+    expect(() => open(key, blob, { ...where, rowId: 'cust_other' })).toThrow(CiphertextInvalidError);
+    expect(() => open(key, blob, { ...where, column: 'name' })).toThrow(CiphertextInvalidError);
+    expect(() => open(key, blob, { ...where, table: 'audit_log' })).toThrow(CiphertextInvalidError);
+  });
+
+  it('refuses a ciphertext relabelled with another key id', () => {
+    const relabelled = Buffer.concat([blob.subarray(0, 1), Buffer.from(randomUUID().replace(/-/g, ''), 'hex'), blob.subarray(17)]);
+    expect(() => open(key, relabelled, where)).toThrow(CiphertextInvalidError);
+  });
+
+  it('refuses an unknown version or a truncated blob', () => {
+    expect(() => keyIdOf(flip(blob, 0))).toThrow(CiphertextInvalidError);
+    expect(() => keyIdOf(blob.subarray(0, 20))).toThrow(CiphertextInvalidError);
+  });
+});
+
+describe('DataKeyCache', () => {
+  it('serves a key at most maxUses times', () => {
+    const cache = new DataKeyCache({ maxAgeMs: 60_000, maxUses: 2 });
+    cache.put('k', Buffer.alloc(32, 7));
+    expect(cache.use('k')).toEqual(Buffer.alloc(32, 7));
+    expect(cache.use('k')).toEqual(Buffer.alloc(32, 7));
+    expect(cache.use('k')).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it('forgets a key after maxAge', () => {
+    let now = 1_000;
+    const cache = new DataKeyCache({ maxAgeMs: 100, maxUses: 10 }, () => now);
+    cache.put('k', Buffer.alloc(32, 1));
+    now += 99;
+    expect(cache.use('k')).toBeDefined();
+    now += 1;
+    expect(cache.use('k')).toBeUndefined();
+  });
+
+  it('hands out copies, so wiping one or evicting the entry never changes another holder', () => {
+    const cache = new DataKeyCache({ maxAgeMs: 60_000, maxUses: 10 });
+    const original = Buffer.alloc(32, 9);
+    cache.put('k', original);
+    original.fill(0);
+    const first = cache.use('k')!;
+    first.fill(0);
+    const second = cache.use('k')!;
+    expect(second).toEqual(Buffer.alloc(32, 9));
+    cache.delete('k');
+    expect(second).toEqual(Buffer.alloc(32, 9));
+    expect(cache.use('k')).toBeUndefined();
+  });
+});
+
+describe('regionForCountry', () => {
+  it('keeps the EEA, Switzerland and the UK in the EU region, the rest in the US region', () => {
+    expect(['DE', 'fr', 'IE', 'NO', 'CH', 'GB'].map(regionForCountry)).toEqual(['eu', 'eu', 'eu', 'eu', 'eu', 'eu']);
+    expect(['US', 'CA', 'BR', 'JP'].map(regionForCountry)).toEqual(['us', 'us', 'us', 'us']);
+  });
+});
