@@ -2,10 +2,12 @@ import http from 'node:http';
 import os from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { ensureLocalSigningKey } from './auth/signing-keys';
 import type { Config } from './config/config';
 import { createDb } from './db/database';
 import { healthChecks } from './health/health';
 import { createApp } from './http/app';
+import { createAuthorizer } from './http/auth';
 import { createKmsClient } from './kms/kms-client';
 import type { Logger } from './log';
 import { createStripe } from './stripe/stripe-client';
@@ -23,11 +25,16 @@ export async function startWorker(
   workflowBundle?: WorkflowBundleWithSourceMap,
 ): Promise<Running> {
   const connection = await connectWorker(config);
+  // As the application role: activities may append to the audit trail but never rewrite it.
+  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
   const worker = await createWorker({
     config,
     connection,
-    deps: { identity: `${process.pid}@${os.hostname()}` },
+    deps: { identity: `${process.pid}@${os.hostname()}`, db },
     ...(workflowBundle ? { workflowBundle } : {}),
+  }).catch(async (err: unknown) => {
+    await db.destroy();
+    throw err;
   });
   const running = worker.run();
   running.catch((err) => log.error('worker stopped', { reason: String(err) }));
@@ -36,7 +43,7 @@ export async function startWorker(
     async stop() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);
-      await connection.close();
+      await Promise.all([connection.close(), db.destroy()]);
     },
   };
 }
@@ -47,7 +54,11 @@ export interface RunningApi extends Running {
 
 /** Starts the HTTP API and its clients; resolves once it listens. */
 export async function startApi(config: Config, log: Logger): Promise<RunningApi> {
-  const db = createDb(config.databaseUrl);
+  // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
+  if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
+  // Feature routers take `authorize` as their dependency: `router.get(path, ...authorize(scope), handler)`.
+  const authorize = createAuthorizer(config, log);
+  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
   const kms = createKmsClient(config);
   const stripe = createStripe(config);
   const temporal = await connectClient(config);

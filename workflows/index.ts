@@ -1,2 +1,3 @@
 // Every workflow the worker registers. Names are persisted in histories: public API.
 export { canaryWorkflow } from './canary';
+export { eraseCustomerWorkflow, registerCustomerWorkflow } from './customers';

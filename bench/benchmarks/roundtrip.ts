@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { loadConfig } from '../../src/config/config';
+import { createDb } from '../../src/db/database';
 import { freePort } from '../../src/stack/process';
 import { serverPath } from '../../src/stack/servers';
 import { connectClient, connectWorker } from '../../src/temporal/connection';
@@ -28,8 +29,10 @@ export async function roundTripBenchmark(env: { toolsDir: string }): Promise<Ben
   });
   const client = await connectClient(config);
   const connection = await connectWorker(config);
+  // The canary activity never queries it, and a pool connects only on a first query.
+  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
   try {
-    const worker = await createWorker({ config, connection, deps: { identity: 'bench' } });
+    const worker = await createWorker({ config, connection, deps: { identity: 'bench', db } });
     const warmUp = 20;
     const seconds = await worker.runUntil(async () => {
       const execute = (i: number) =>
@@ -53,6 +56,7 @@ export async function roundTripBenchmark(env: { toolsDir: string }): Promise<Ben
   } finally {
     await connection.close();
     await client.connection.close();
+    await db.destroy();
     await server.teardown();
   }
 }

@@ -7,6 +7,7 @@ export const SCOPES = [
   'subscriptions:write',
   'refunds:write',
   'customers:read',
+  'customers:write',
   'customers:erase',
   'keys:rotate',
   'payload:decrypt',

@@ -1,4 +1,8 @@
 import { parseArgs } from 'node:util';
+import { isScope, SCOPES, type Scope } from '../auth/scopes';
+import { ensureLocalSigningKey } from '../auth/signing-keys';
+import { assertLocalMintingAllowed, MAX_LOCAL_TOKEN_TTL_SECONDS, mintToken, TokenMintingRefusedError } from '../auth/tokens';
+import { verifyAuditChain } from '../audit/audit-dal';
 import { ConfigError, loadConfig, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate, type MigrateDirection } from '../db/migrate';
@@ -17,21 +21,25 @@ Commands:
   start                    start the whole orchestrator locally (what \`npm start\` runs)
   setup                    build the pinned local servers into the tools folder
   migrate [latest|up|down] apply database migrations (default: latest)
+  audit verify             check the audit trail's hash chain; exits 1 naming the first broken entry
   worker                   run a worker against the configured Temporal
   api                      run the HTTP API against the configured Temporal
   kms-dev-server --port N --region R [--data-dir D]
                            run the development KMS (local use only)
+  token --sub <identity> --scopes <a,b,...> [--ttl <seconds>]
+                           print an API token signed with the data folder's key
+                           (local use only; ttl default 3600)
 `;
 
 /** The commands `main` understands; docker-compose.yml's services run these. */
-export const COMMANDS = ['start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'help'] as const;
+export const COMMANDS = ['start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'help'] as const;
 
 class UsageError extends Error {
   override name = 'UsageError';
 }
 
 /** Errors whose message is written for the operator: printed without a stack trace. */
-const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError];
+const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError];
 
 export function run(argv: string[]): void {
   const [command, ...rest] = argv;
@@ -54,12 +62,16 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
     }
     case 'migrate':
       return migrateCommand(args[0] ?? 'latest');
+    case 'audit':
+      return auditCommand(args);
     case 'worker':
       return runUntilSignalled((config, log) => startWorker(config, log));
     case 'api':
       return runUntilSignalled((config, log) => startApi(config, log));
     case 'kms-dev-server':
       return kmsDevServer(args);
+    case 'token':
+      return tokenCommand(args);
     case undefined:
     case 'help':
     case '--help':
@@ -131,6 +143,24 @@ async function migrateCommand(direction: string): Promise<void> {
   }
 }
 
+async function auditCommand(args: string[]): Promise<void> {
+  if (args.length !== 1 || args[0] !== 'verify') throw new UsageError(`expected audit verify\n\n${USAGE}`);
+  const { config } = setUp();
+  // The migration owner's connection: verifying only reads, and must work whatever the app role is.
+  const db = createDb(config.databaseUrl, { max: 1 });
+  try {
+    const verdict = await verifyAuditChain(db);
+    if (verdict.ok) {
+      process.stdout.write(`audit trail intact: ${verdict.entries} entries\n`);
+    } else {
+      process.stdout.write(`audit trail broken at entry #${verdict.brokenAt}: ${verdict.reason}\n`);
+      process.exitCode = 1;
+    }
+  } finally {
+    await db.destroy();
+  }
+}
+
 async function kmsDevServer(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -142,4 +172,35 @@ async function kmsDevServer(args: string[]): Promise<void> {
   const server = await startKmsDevServer({ port, region: values.region, ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}) });
   process.stdout.write(`development KMS listening on ${server.url}\n`);
   await stopOnSignal(() => server.close(), createLogger('info', { service: 'kms-dev-server' }));
+}
+
+const DEFAULT_TOKEN_TTL_SECONDS = 3600;
+
+/** Prints only the token, so that `TOKEN=$(ledgerlock token …)` works. */
+async function tokenCommand(args: string[]): Promise<void> {
+  let values: { sub?: string; scopes?: string; ttl?: string };
+  try {
+    ({ values } = parseArgs({ args, options: { sub: { type: 'string' }, scopes: { type: 'string' }, ttl: { type: 'string' } } }));
+  } catch (err) {
+    throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
+  }
+  if (!values.sub?.trim()) throw new UsageError('--sub <identity> is required');
+  const scopes = parseScopes(values.scopes);
+  const ttlSeconds = values.ttl === undefined ? DEFAULT_TOKEN_TTL_SECONDS : Number(values.ttl);
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > MAX_LOCAL_TOKEN_TTL_SECONDS) {
+    throw new UsageError(`--ttl must be a whole number of seconds from 1 to ${MAX_LOCAL_TOKEN_TTL_SECONDS}`);
+  }
+  const config = loadConfig();
+  // Before the key: production must not end up with a signing key in its data folder.
+  assertLocalMintingAllowed(config);
+  const key = await ensureLocalSigningKey(config.dataDir);
+  process.stdout.write(`${await mintToken(config, key, { subject: values.sub, scopes, ttlSeconds })}\n`);
+}
+
+function parseScopes(list: string | undefined): Scope[] {
+  const names = (list ?? '').split(',').map((name) => name.trim()).filter((name) => name !== '');
+  if (names.length === 0) throw new UsageError(`--scopes <a,b,...> is required; valid scopes: ${SCOPES.join(', ')}`);
+  const unknown = names.filter((name) => !isScope(name));
+  if (unknown.length > 0) throw new UsageError(`unknown scope: ${unknown.join(', ')}; valid scopes: ${SCOPES.join(', ')}`);
+  return names as Scope[];
 }

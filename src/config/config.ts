@@ -27,6 +27,7 @@ export const ENV_DOCS = {
   API_HOST: 'address the API binds to (default `127.0.0.1`)',
   API_PORT: 'API port (default 3000; 0 picks a free one)',
   DATABASE_URL: 'PostgreSQL URL (default `postgres://127.0.0.1:5432/ledgerlock`; required in production)',
+  DATABASE_APP_ROLE: 'role the API and worker switch to after connecting (the connecting user must be a member), so they cannot rewrite the audit trail (default `ledgerlock_app`, which the migrations create; `none` keeps the connecting user)',
   TEMPORAL_ADDRESS: 'Temporal frontend `host:port` (local default `127.0.0.1:<TEMPORAL_PORT>`; required in production)',
   TEMPORAL_NAMESPACE: 'Temporal namespace (default `default`)',
   TEMPORAL_TASK_QUEUE: 'task queue of workflows and general activities (default `ledgerlock`)',
@@ -78,6 +79,11 @@ const rawSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
     .optional(),
+  // A plain identifier: it is quoted into SET ROLE, but there is no reason to allow more.
+  DATABASE_APP_ROLE: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case PostgreSQL role name, or none')
+    .default('ledgerlock_app'),
   TEMPORAL_ADDRESS: z
     .string()
     .regex(/^[^\s:/]+:\d{1,5}$/, 'must be host:port')
@@ -149,6 +155,8 @@ export interface Config {
   readonly logLevel: LogLevel;
   readonly api: { readonly host: string; readonly port: number };
   readonly databaseUrl: string;
+  /** The role the API and worker SET after connecting; absent (DATABASE_APP_ROLE=none) to stay the connecting user. Migrations never use it. */
+  readonly databaseAppRole?: string;
   readonly temporal: {
     readonly address: string;
     readonly namespace: string;
@@ -271,6 +279,8 @@ function build(raw: Raw, cwd: string): Config {
     api: { host: raw.API_HOST, port: raw.API_PORT },
     // Local only: the machine's own PostgreSQL with trust auth.
     databaseUrl: raw.DATABASE_URL ?? 'postgres://127.0.0.1:5432/ledgerlock',
+    // `none` rather than empty, since an empty variable means "unset" and so the default.
+    ...opt('databaseAppRole', raw.DATABASE_APP_ROLE === 'none' ? undefined : raw.DATABASE_APP_ROLE),
     temporal: {
       address: raw.TEMPORAL_ADDRESS ?? `127.0.0.1:${raw.TEMPORAL_PORT}`,
       namespace: raw.TEMPORAL_NAMESPACE,
@@ -325,6 +335,11 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+/** The alias of the master key Temporal payload keys are generated under. */
+export function codecKeyAlias(config: Pick<Config, 'kms'>): string {
+  return `${config.kms.aliasPrefix}-temporal-payloads`;
 }
 
 /** The alias of a region's master key, e.g. `alias/ledgerlock-eu`. */

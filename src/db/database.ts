@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, type ColumnType, type Generated, type Insertable, type Selectable } from 'kysely';
+import { Kysely, PostgresDialect, type ColumnType, type Generated, type GeneratedAlways, type Insertable, type PostgresPool, type Selectable } from 'kysely';
 import os from 'node:os';
 import pg from 'pg';
 
@@ -8,6 +8,9 @@ import pg from 'pg';
  */
 export interface Database {
   api_idempotency_keys: ApiIdempotencyKeyTable;
+  data_keys: DataKeyTable;
+  customers: CustomerTable;
+  audit_log: AuditLogTable;
 }
 
 /**
@@ -25,16 +28,112 @@ export interface ApiIdempotencyKeyTable {
 }
 
 export type ApiIdempotencyKey = Selectable<ApiIdempotencyKeyTable>;
+
+/** A customer's data key, stored only wrapped by the KMS master key of its region. */
+export interface DataKeyTable {
+  id: string;
+  customer_id: string;
+  region: string;
+  kms_key_id: string;
+  /** NULL once destroyed (crypto-shredding). */
+  wrapped_key: Buffer | null;
+  status: 'active' | 'destroyed';
+  created_at: ColumnType<Date, Date | undefined, never>;
+  destroyed_at: Date | null;
+}
+
+/** Personal data as Ledgerlock v1 ciphertext only; country stays plain to pick the region. */
+export interface CustomerTable {
+  id: string;
+  region: string;
+  country: string;
+  data_key_id: string;
+  email: Buffer;
+  name: Buffer;
+  address: Buffer | null;
+  phone: Buffer | null;
+  tax_id: Buffer | null;
+  stripe_customer_id: string | null;
+  status: ColumnType<'active' | 'erased', 'active' | 'erased' | undefined, 'active' | 'erased'>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  erased_at: Date | null;
+}
+
+export type DataKeyRow = Selectable<DataKeyTable>;
+export type CustomerRow = Selectable<CustomerTable>;
 export type NewApiIdempotencyKey = Insertable<ApiIdempotencyKeyTable>;
+
+/** A column written once and never updated: kysely refuses an UPDATE of it at compile time. */
+type WriteOnce<T> = ColumnType<T, T, never>;
+
+/**
+ * The append-only audit trail (src/audit): each row's `hash` covers its content and the
+ * previous row's hash. The application role may only SELECT and INSERT.
+ */
+export interface AuditLogTable {
+  /** bigint: node-postgres returns it as a string. */
+  seq: GeneratedAlways<string>;
+  idempotency_key: WriteOnce<string>;
+  /** Written as an ISO string with millisecond precision, so it reads back to the same instant. */
+  occurred_at: ColumnType<Date, string, never>;
+  actor: WriteOnce<string>;
+  action: WriteOnce<string>;
+  subject_type: WriteOnce<string>;
+  subject_id: WriteOnce<string>;
+  purpose: WriteOnce<string | null>;
+  /** Written as JSON text. */
+  details: ColumnType<Record<string, string | number | boolean | null>, string, never>;
+  prev_hash: WriteOnce<string>;
+  hash: WriteOnce<string>;
+}
+
+export type AuditLogRow = Selectable<AuditLogTable>;
 
 export type Db = Kysely<Database>;
 
-export function createDb(databaseUrl: string, options: { max?: number } = {}): Db {
+export interface DbOptions {
+  /** Pool size (default 10). */
+  readonly max?: number;
+  /**
+   * A role to `SET ROLE` to on every new connection, so the session has that role's
+   * privileges only. The application passes its restricted role; migrations pass none,
+   * since they run as the owner. A session user that is a superuser could `RESET ROLE`:
+   * this guards against the application's own mistakes, not a compromised process.
+   */
+  readonly role?: string | undefined;
+}
+
+export function createDb(databaseUrl: string, options: DbOptions = {}): Db {
+  const pool = new pg.Pool({ ...connectionOptions(databaseUrl), max: options.max ?? 10 });
   return new Kysely<Database>({
-    dialect: new PostgresDialect({
-      pool: new pg.Pool({ ...connectionOptions(databaseUrl), max: options.max ?? 10 }),
-    }),
+    dialect: new PostgresDialect({ pool: options.role ? withRole(pool, options.role) : pool }),
   });
+}
+
+/**
+ * A pool whose every new connection runs `SET ROLE` before its first use. Not kysely's
+ * `onCreateConnection` hook: when that throws (role missing, no membership), kysely never
+ * releases the client, so the pool drains and `destroy()` hangs. Here a failed connection
+ * is discarded and the query fails with PostgreSQL's error: never run as the session user.
+ */
+function withRole(pool: pg.Pool, role: string): PostgresPool {
+  const withRoleSet = new WeakSet<pg.PoolClient>();
+  const setRole = `SET ROLE ${quoteIdent(role)}`;
+  return {
+    async connect() {
+      const client = await pool.connect();
+      if (withRoleSet.has(client)) return client;
+      try {
+        await client.query(setRole);
+      } catch (err) {
+        client.release(err instanceof Error ? err : true);
+        throw err;
+      }
+      withRoleSet.add(client);
+      return client;
+    },
+    end: () => pool.end(),
+  };
 }
 
 /**

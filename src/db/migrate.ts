@@ -1,5 +1,7 @@
 import { Migrator, type Kysely, type Migration, type MigrationResultSet } from 'kysely';
 import * as apiIdempotencyKeys from './migrations/2026-11-21T00-00-api-idempotency-keys';
+import * as auditLog from './migrations/2026-11-21T01-00-audit-log';
+import * as customersAndDataKeys from './migrations/2026-11-21T02-00-customers-and-data-keys';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -7,6 +9,8 @@ import * as apiIdempotencyKeys from './migrations/2026-11-21T00-00-api-idempoten
  */
 const MIGRATIONS: Record<string, Migration> = {
   '2026-11-21T00-00-api-idempotency-keys': apiIdempotencyKeys,
+  '2026-11-21T01-00-audit-log': auditLog,
+  '2026-11-21T02-00-customers-and-data-keys': customersAndDataKeys,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {

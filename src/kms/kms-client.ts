@@ -5,7 +5,7 @@ import {
   KMSClient,
   NotFoundException,
 } from '@aws-sdk/client-kms';
-import { masterKeyAlias, type Config } from '../config/config';
+import { codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
 
 /**
  * One KMS client for AWS KMS and local-kms alike: only the endpoint (and, locally, the
@@ -24,7 +24,7 @@ export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
 }
 
 /**
- * Makes sure every region has its master key alias. Against the embedded local-kms the
+ * Makes sure every region, and the Temporal payload codec, has its master key alias. Against the embedded local-kms the
  * missing keys are created (first start); elsewhere keys are provisioned by the operator,
  * so a missing alias is an error that names it.
  *
@@ -35,18 +35,20 @@ export async function ensureMasterKeys(
   config: Pick<Config, 'kms' | 'regions'>,
 ): Promise<string[]> {
   const created: string[] = [];
-  for (const region of config.regions) {
-    const alias = masterKeyAlias(config, region);
+  const wanted = [
+    ...config.regions.map((region) => ({ alias: masterKeyAlias(config, region), purpose: `region ${region}` })),
+    { alias: codecKeyAlias(config), purpose: 'Temporal payloads' },
+  ];
+  for (const { alias, purpose } of wanted) {
     if (await aliasExists(kms, alias)) continue;
     if (!config.kms.local) {
-      throw new Error(`KMS master key ${alias} for region ${region} does not exist; create it before starting Ledgerlock`);
+      throw new Error(`KMS master key ${alias} (${purpose}) does not exist; create it before starting Ledgerlock`);
     }
     const key = await kms.send(
       new CreateKeyCommand({
-        Description: `Ledgerlock master key for region ${region} (local development)`,
+        Description: `Ledgerlock master key for ${purpose} (local development)`,
         KeySpec: 'SYMMETRIC_DEFAULT',
         KeyUsage: 'ENCRYPT_DECRYPT',
-        Tags: [{ TagKey: 'ledgerlock:region', TagValue: region }],
       }),
     );
     await kms.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: key.KeyMetadata!.KeyId! }));

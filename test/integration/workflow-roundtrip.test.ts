@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';
+import { createDb } from '../../src/db/database';
 import { connectClient, connectWorker } from '../../src/temporal/connection';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
 import { createWorker } from '../../src/worker/worker';
@@ -11,8 +12,9 @@ describe('Temporal dev server', () => {
     const config = testConfig({ TEMPORAL_TASK_QUEUE: `roundtrip-${randomUUID()}` });
     const client = await connectClient(config);
     const connection = await connectWorker(config);
+    const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
     try {
-      const worker: Worker = await createWorker({ config, connection, deps: { identity: 'roundtrip-worker' } });
+      const worker: Worker = await createWorker({ config, connection, deps: { identity: 'roundtrip-worker', db } });
       const nonce = randomUUID();
       const result = await worker.runUntil(
         client.workflow.execute('canaryWorkflow', {
@@ -25,6 +27,7 @@ describe('Temporal dev server', () => {
     } finally {
       await connection.close();
       await client.connection.close();
+      await db.destroy();
     }
   });
 

@@ -1,0 +1,115 @@
+import { sql } from 'kysely';
+import type { AuditLogRow, Db } from '../db/database';
+import { normaliseAuditInput } from './audit-guard';
+import { auditHash, GENESIS_HASH, type AuditContent } from './audit-hash';
+import type { AuditChainVerdict, AuditEntry, AuditEntryInput } from './audit-types';
+
+/**
+ * The audit trail's repository: append, list, verify. Rows are never updated or deleted
+ * (the application role cannot); each row's hash covers its content and the previous
+ * row's hash, so a change made by anyone who could is found by {@link verifyAuditChain}.
+ */
+
+/**
+ * Serialises appends across every process: each new row must link to the last one. An
+ * arbitrary constant, unique among Ledgerlock's advisory locks.
+ */
+const AUDIT_APPEND_LOCK = '7302741001';
+
+/**
+ * Appends an entry, or returns the one already stored under its idempotency key (then
+ * nothing is written: an activity retry is harmless, even with another `occurredAt`).
+ *
+ * The entry's seq comes from the identity column under the lock, so seqs are contiguous;
+ * only a transaction failing between its insert and its commit could leave a gap, which
+ * verification then reports, deliberately loudly.
+ *
+ * @throws AuditInputError before any database work when the entry is refused.
+ */
+export async function appendAuditEntry(db: Db, input: AuditEntryInput): Promise<AuditEntry> {
+  const content = normaliseAuditInput(input, new Date());
+  return db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(${AUDIT_APPEND_LOCK}::bigint)`.execute(trx);
+    // Read after the lock: in READ COMMITTED each statement sees what committed before it.
+    const existing = await trx
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('idempotency_key', '=', content.idempotency_key)
+      .executeTakeFirst();
+    if (existing) return toEntry(existing);
+    const last = await trx.selectFrom('audit_log').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst();
+    const prevHash = last?.hash ?? GENESIS_HASH;
+    const row = await trx
+      .insertInto('audit_log')
+      .values({ ...content, details: JSON.stringify(content.details), prev_hash: prevHash, hash: auditHash(prevHash, content) })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toEntry(row);
+  });
+}
+
+/** Entries after `afterSeq` (exclusive), oldest first. */
+export async function listAuditEntries(db: Db, options: { afterSeq?: string | undefined; limit: number }): Promise<AuditEntry[]> {
+  const rows = await db
+    .selectFrom('audit_log')
+    .selectAll()
+    .where('seq', '>', options.afterSeq ?? '0')
+    .orderBy('seq')
+    .limit(options.limit)
+    .execute();
+  return rows.map(toEntry);
+}
+
+/**
+ * Walks the whole chain, a batch at a time, and names the first entry that fails:
+ * a gap in seq (a deleted entry: the one after the gap), a `prev_hash` that does not
+ * link to the previous entry (reordered or relinked), or content that no longer matches
+ * its hash (edited). Deleting the newest entries leaves no trace here: compare the last
+ * hash with one kept elsewhere for that.
+ */
+export async function verifyAuditChain(db: Db, options: { batchSize?: number } = {}): Promise<AuditChainVerdict> {
+  const batchSize = options.batchSize ?? 1000;
+  let prevSeq = 0n;
+  let prevHash = GENESIS_HASH;
+  let entries = 0;
+  for (;;) {
+    const rows = await db.selectFrom('audit_log').selectAll().where('seq', '>', prevSeq.toString()).orderBy('seq').limit(batchSize).execute();
+    for (const row of rows) {
+      const seq = BigInt(row.seq);
+      if (seq !== prevSeq + 1n) {
+        const missing = seq - prevSeq === 2n ? `entry #${prevSeq + 1n} is` : `entries #${prevSeq + 1n} to #${seq - 1n} are`;
+        return { ok: false, brokenAt: row.seq, reason: `${missing} missing` };
+      }
+      if (row.prev_hash !== prevHash) {
+        return { ok: false, brokenAt: row.seq, reason: prevSeq === 0n ? 'the first entry does not start the chain' : `it does not link to entry #${prevSeq}` };
+      }
+      if (auditHash(row.prev_hash, toContent(row)) !== row.hash) {
+        return { ok: false, brokenAt: row.seq, reason: 'its content does not match its hash' };
+      }
+      prevSeq = seq;
+      prevHash = row.hash;
+      entries += 1;
+    }
+    if (rows.length < batchSize) return { ok: true, entries };
+  }
+}
+
+function toContent(row: AuditLogRow): AuditContent {
+  return { ...row, occurred_at: row.occurred_at.toISOString() };
+}
+
+function toEntry(row: AuditLogRow): AuditEntry {
+  return {
+    seq: row.seq,
+    idempotencyKey: row.idempotency_key,
+    occurredAt: row.occurred_at.toISOString(),
+    actor: row.actor,
+    action: row.action,
+    subjectType: row.subject_type,
+    subjectId: row.subject_id,
+    purpose: row.purpose,
+    details: row.details,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}

@@ -1,0 +1,74 @@
+import type { RequestHandler } from 'express';
+import type { Principal, Scope } from '../auth/scopes';
+import { createTokenVerifier, InvalidTokenError, type TokenVerifier } from '../auth/tokens';
+import type { Config } from '../config/config';
+import type { Logger } from '../log';
+import { sendProblem } from './problem';
+
+declare global {
+  namespace Express {
+    interface Locals {
+      /** The verified caller; set by {@link authenticate}, so present on every route behind it. */
+      principal: Principal;
+    }
+  }
+}
+
+/** What feature routers receive: `router.get('/v1/audit', ...authorize('audit:read'), handler)`. */
+export type Authorize = (scope: Scope) => RequestHandler[];
+
+const BEARER = /^Bearer +([^\s]+) *$/i;
+
+/**
+ * Requires `Authorization: Bearer <jwt>` and puts the verified caller in
+ * `res.locals.principal`. Every failure is the same generic 401 (RFC 6750): why a token
+ * was refused goes to the log only, and the token itself goes nowhere.
+ */
+export function authenticate(verify: TokenVerifier, log?: Logger): RequestHandler {
+  return async (req, res, next) => {
+    const header = req.get('authorization');
+    if (header === undefined) {
+      res.set('WWW-Authenticate', 'Bearer');
+      return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'This endpoint needs a bearer token in the Authorization header.' });
+    }
+    const token = BEARER.exec(header)?.[1];
+    try {
+      if (token === undefined) throw new InvalidTokenError('the Authorization header is not "Bearer <token>"');
+      res.locals.principal = await verify(token);
+    } catch (err) {
+      if (!(err instanceof InvalidTokenError)) return next(err);
+      log?.info('token refused', { method: req.method, path: req.path, reason: err.message });
+      res.set('WWW-Authenticate', 'Bearer error="invalid_token"');
+      return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'The bearer token is invalid or has expired.' });
+    }
+    return next();
+  };
+}
+
+/** 403 unless the authenticated caller holds `scope` (401 when nobody authenticated). */
+export function requireScope(scope: Scope): RequestHandler {
+  return (_req, res, next) => {
+    // locals is typed as always holding a principal; at run time it does only behind authenticate.
+    const principal = res.locals.principal as Principal | undefined;
+    if (!principal) {
+      res.set('WWW-Authenticate', 'Bearer');
+      return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'This endpoint needs a bearer token in the Authorization header.' });
+    }
+    if (!principal.scopes.includes(scope)) {
+      res.set('WWW-Authenticate', `Bearer error="insufficient_scope", scope="${scope}"`);
+      return sendProblem(res, { title: 'Forbidden', status: 403, detail: `The token lacks the scope ${scope}.`, requiredScope: scope });
+    }
+    return next();
+  };
+}
+
+/** `authenticate` then `requireScope`, for one route. */
+export function authorize(verify: TokenVerifier, log?: Logger): Authorize {
+  const authenticated = authenticate(verify, log);
+  return (scope) => [authenticated, requireScope(scope)];
+}
+
+/** The `authorize` dependency of feature routers, verifying tokens as `config` says. */
+export function createAuthorizer(config: Pick<Config, 'mode' | 'dataDir' | 'auth'>, log?: Logger): Authorize {
+  return authorize(createTokenVerifier(config), log);
+}

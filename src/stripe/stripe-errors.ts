@@ -1,0 +1,60 @@
+import { ApplicationFailure } from '@temporalio/common';
+import Stripe from 'stripe';
+
+/** Failure types workflows match on; persisted in histories, so never rename one. */
+export const STRIPE_FAILURE = {
+  cardDeclined: 'StripeCardDeclined',
+  invalidRequest: 'StripeInvalidRequest',
+  authentication: 'StripeAuthentication',
+  rateLimited: 'StripeRateLimited',
+  unavailable: 'StripeUnavailable',
+} as const;
+
+/**
+ * The one place Stripe errors become activity failures:
+ * - declines and invalid requests are final (non-retryable) and typed, with the decline
+ *   code and the offending parameter as details;
+ * - 429 retries after Stripe's Retry-After (or a second when it gives none);
+ * - 5xx, timeouts and connection errors retry on the activity's backoff.
+ * Stripe's own message is kept for declines and invalid requests (it names no secret and
+ * no card data), and dropped otherwise.
+ */
+export function stripeFailure(err: unknown, operation: string): ApplicationFailure {
+  if (!(err instanceof Stripe.errors.StripeError)) {
+    return ApplicationFailure.create({ type: STRIPE_FAILURE.unavailable, message: `Stripe ${operation}: ${(err as Error)?.name ?? 'error'}` });
+  }
+  if (err instanceof Stripe.errors.StripeCardError) {
+    return ApplicationFailure.create({
+      type: STRIPE_FAILURE.cardDeclined,
+      nonRetryable: true,
+      message: `Stripe ${operation}: card declined (${err.decline_code ?? err.code ?? 'unknown'})`,
+      details: [{ code: err.code ?? null, declineCode: err.decline_code ?? null }],
+    });
+  }
+  if (err instanceof Stripe.errors.StripeRateLimitError || err.statusCode === 429) {
+    const retryAfter = Number(err.headers?.['retry-after']);
+    return ApplicationFailure.create({
+      type: STRIPE_FAILURE.rateLimited,
+      message: `Stripe ${operation}: rate limited`,
+      nextRetryDelay: Number.isFinite(retryAfter) && retryAfter > 0 ? `${retryAfter}s` : '1s',
+    });
+  }
+  if (err instanceof Stripe.errors.StripeInvalidRequestError || err instanceof Stripe.errors.StripeIdempotencyError) {
+    return ApplicationFailure.create({
+      type: STRIPE_FAILURE.invalidRequest,
+      nonRetryable: true,
+      message: `Stripe ${operation}: ${err.message}`,
+      details: [{ code: err.code ?? null, param: err.param ?? null }],
+    });
+  }
+  if (err instanceof Stripe.errors.StripeAuthenticationError || err instanceof Stripe.errors.StripePermissionError) {
+    // A bad key will not fix itself by retrying; an operator must.
+    return ApplicationFailure.create({ type: STRIPE_FAILURE.authentication, nonRetryable: true, message: `Stripe ${operation}: ${err.type}` });
+  }
+  return ApplicationFailure.create({ type: STRIPE_FAILURE.unavailable, message: `Stripe ${operation}: ${err.type} (${err.statusCode ?? 'no status'})` });
+}
+
+/** True when Stripe says the object is already gone: deleting it again is a success. */
+export function isResourceMissing(err: unknown): boolean {
+  return err instanceof Stripe.errors.StripeInvalidRequestError && err.code === 'resource_missing';
+}

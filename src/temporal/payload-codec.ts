@@ -1,0 +1,190 @@
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
+import type { Payload, PayloadCodec } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
+import { CiphertextInvalidError } from '../crypto/errors';
+import { DataKeyCache } from '../crypto/key-cache';
+import { mapKmsError } from '../crypto/kms-errors';
+
+/**
+ * Encrypts every payload the client and the worker hand to Temporal (inputs, results,
+ * signals, updates, queries, activity arguments, memos, failure details), so the Temporal
+ * server and its database hold ciphertext only.
+ *
+ * Envelope encryption again: payloads are sealed with AES-256-GCM under a payload data
+ * key that KMS generated under the codec master key; each encoded payload carries the
+ * data key's id and its wrapped bytes. Any process with KMS access can therefore decode
+ * any payload, however old, and the encoding key can rotate as often as the cache limits
+ * say without coordination. A payload is decodable until its master key is retired.
+ */
+export const ENCRYPTED_ENCODING = 'binary/encrypted';
+const META_ENCODING = 'encoding';
+const META_KEY_ID = 'encryption-key-id';
+const META_WRAPPED_KEY = 'encryption-wrapped-key';
+const META_CIPHER = 'encryption-cipher';
+const CIPHER = 'AES-256-GCM';
+const IV_LENGTH = 12;
+const TAG_LENGTH = 16;
+
+export interface PayloadCodecDeps {
+  readonly kms: Pick<KMSClient, 'send'>;
+  /** Alias or id of the KMS master key new payload keys are generated under. */
+  readonly masterKeyId: string;
+  /** How long, and for how many payloads, one encoding key is used before the next. */
+  readonly limits: { readonly maxAgeMs: number; readonly maxUses: number };
+}
+
+interface EncodingKey {
+  readonly keyId: string;
+  readonly wrapped: Buffer;
+  readonly key: Buffer;
+  readonly expiresAt: number;
+  usesLeft: number;
+}
+
+function encryptionContext(keyId: string): Record<string, string> {
+  return { 'ledgerlock:purpose': 'temporal-payload', 'ledgerlock:payload-key-id': keyId };
+}
+
+function aad(keyId: string): Buffer {
+  return Buffer.from(JSON.stringify(['ledgerlock-payload', 1, keyId]), 'utf8');
+}
+
+export class KmsPayloadCodec implements PayloadCodec {
+  private current?: Promise<EncodingKey>;
+  private readonly decodingKeys: DataKeyCache;
+  private readonly unwrapping = new Map<string, Promise<void>>();
+
+  constructor(private readonly deps: PayloadCodecDeps) {
+    this.decodingKeys = new DataKeyCache(deps.limits);
+  }
+
+  async encode(payloads: Payload[]): Promise<Payload[]> {
+    return Promise.all(
+      payloads.map(async (payload) => {
+        const encoding = await this.encodingKey();
+        const iv = randomBytes(IV_LENGTH);
+        const cipher = createCipheriv('aes-256-gcm', encoding.key, iv);
+        encoding.key.fill(0);
+        cipher.setAAD(aad(encoding.keyId));
+        const plaintext = temporal.api.common.v1.Payload.encode(payload).finish();
+        const data = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+        return {
+          metadata: {
+            [META_ENCODING]: Buffer.from(ENCRYPTED_ENCODING),
+            [META_KEY_ID]: Buffer.from(encoding.keyId),
+            [META_WRAPPED_KEY]: encoding.wrapped,
+            [META_CIPHER]: Buffer.from(CIPHER),
+          },
+          data: Buffer.concat([iv, cipher.getAuthTag(), data]),
+        };
+      }),
+    );
+  }
+
+  /** Payloads that are not ours (never encoded by this codec) pass through unchanged. */
+  async decode(payloads: Payload[]): Promise<Payload[]> {
+    return Promise.all(
+      payloads.map(async (payload) => {
+        if (Buffer.from(payload.metadata?.[META_ENCODING] ?? []).toString() !== ENCRYPTED_ENCODING) return payload;
+        const keyId = Buffer.from(payload.metadata?.[META_KEY_ID] ?? []).toString();
+        const wrapped = payload.metadata?.[META_WRAPPED_KEY];
+        const data = payload.data ? Buffer.from(payload.data) : Buffer.alloc(0);
+        if (!keyId || !wrapped || data.length < IV_LENGTH + TAG_LENGTH) throw new CiphertextInvalidError('malformed encrypted payload');
+        const key = await this.decodingKey(keyId, Buffer.from(wrapped));
+        try {
+          const decipher = createDecipheriv('aes-256-gcm', key, data.subarray(0, IV_LENGTH));
+          decipher.setAAD(aad(keyId));
+          decipher.setAuthTag(data.subarray(IV_LENGTH, IV_LENGTH + TAG_LENGTH));
+          const plaintext = Buffer.concat([decipher.update(data.subarray(IV_LENGTH + TAG_LENGTH)), decipher.final()]);
+          return temporal.api.common.v1.Payload.decode(plaintext);
+        } catch {
+          throw new CiphertextInvalidError(`encrypted payload under key ${keyId} failed authentication`);
+        } finally {
+          key.fill(0);
+        }
+      }),
+    );
+  }
+
+  /** Ids of the payload keys the given payloads were encrypted under (for audit records). */
+  static keyIdsOf(payloads: readonly Payload[]): string[] {
+    const ids = payloads
+      .filter((p) => Buffer.from(p.metadata?.[META_ENCODING] ?? []).toString() === ENCRYPTED_ENCODING)
+      .map((p) => Buffer.from(p.metadata?.[META_KEY_ID] ?? []).toString());
+    return [...new Set(ids)];
+  }
+
+  /**
+   * The key to encrypt the next payload with, as a copy the caller wipes: a spent key is
+   * wiped when replaced, and a concurrent caller may still be about to use it.
+   */
+  private async encodingKey(): Promise<{ keyId: string; wrapped: Buffer; key: Buffer }> {
+    for (;;) {
+      const pending = (this.current ??= this.generate());
+      let encoding: EncodingKey;
+      try {
+        encoding = await pending;
+      } catch (err) {
+        if (this.current === pending) this.current = undefined;
+        throw err;
+      }
+      if (encoding.expiresAt > Date.now() && encoding.usesLeft > 0) {
+        encoding.usesLeft -= 1;
+        return { keyId: encoding.keyId, wrapped: encoding.wrapped, key: Buffer.from(encoding.key) };
+      }
+      // Spent: the first caller to notice retires it; everyone retries with the next one.
+      if (this.current === pending) {
+        this.current = undefined;
+        encoding.key.fill(0);
+      }
+    }
+  }
+
+  private async generate(): Promise<EncodingKey> {
+    const keyId = randomUUID();
+    let generated;
+    try {
+      generated = await this.deps.kms.send(
+        new GenerateDataKeyCommand({ KeyId: this.deps.masterKeyId, KeySpec: 'AES_256', EncryptionContext: encryptionContext(keyId) }),
+      );
+    } catch (err) {
+      throw mapKmsError(err, 'GenerateDataKey');
+    }
+    const key = Buffer.from(generated.Plaintext!);
+    this.decodingKeys.put(keyId, key);
+    return {
+      keyId,
+      key,
+      wrapped: Buffer.from(generated.CiphertextBlob!),
+      expiresAt: Date.now() + this.deps.limits.maxAgeMs,
+      usesLeft: this.deps.limits.maxUses,
+    };
+  }
+
+  /** One KMS unwrap per payload key, however many payloads of it are decoded at once. */
+  private async decodingKey(keyId: string, wrapped: Buffer): Promise<Buffer> {
+    const cached = this.decodingKeys.use(keyId);
+    if (cached) return cached;
+    let unwrapping = this.unwrapping.get(keyId);
+    if (!unwrapping) {
+      unwrapping = this.unwrap(keyId, wrapped).finally(() => this.unwrapping.delete(keyId));
+      this.unwrapping.set(keyId, unwrapping);
+    }
+    await unwrapping;
+    // Counted as a use like any other; a key spent meanwhile is simply unwrapped again.
+    return this.decodingKeys.use(keyId) ?? this.decodingKey(keyId, wrapped);
+  }
+
+  private async unwrap(keyId: string, wrapped: Buffer): Promise<void> {
+    let unwrapped;
+    try {
+      unwrapped = await this.deps.kms.send(new DecryptCommand({ CiphertextBlob: wrapped, EncryptionContext: encryptionContext(keyId) }));
+    } catch (err) {
+      throw mapKmsError(err, 'Decrypt');
+    }
+    const key = Buffer.from(unwrapped.Plaintext!);
+    this.decodingKeys.put(keyId, key);
+    key.fill(0);
+  }
+}

@@ -1,0 +1,152 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { KMSClient } from '@aws-sdk/client-kms';
+import { defaultPayloadConverter, type Payload } from '@temporalio/common';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appendAuditEntry, listAuditEntries } from '../../src/audit/audit-dal';
+import { createTokenVerifier } from '../../src/auth/tokens';
+import { createCodecApp, SESSION_COOKIE } from '../../src/codec/codec-server';
+import { codecKeyAlias } from '../../src/config/config';
+import { createDb, type Db } from '../../src/db/database';
+import { createKmsClient } from '../../src/kms/kms-client';
+import { createLogger } from '../../src/log';
+import { KmsPayloadCodec } from '../../src/temporal/payload-codec';
+import { testConfig } from '../support/stack';
+import { tokenFor } from '../support/tokens';
+
+const UI = 'http://127.0.0.1:8233';
+const toJson = (p: Payload) => ({
+  metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
+  data: Buffer.from(p.data ?? []).toString('base64'),
+});
+
+describe('codec server for the Temporal Web UI', () => {
+  const config = testConfig();
+  let db: Db;
+  let kms: KMSClient;
+  let codec: KmsPayloadCodec;
+  let server: http.Server;
+  let url: string;
+  let encodedJson: ReturnType<typeof toJson>[];
+
+  beforeAll(async () => {
+    db = createDb(config.databaseUrl, { max: 2 });
+    kms = createKmsClient(config);
+    codec = new KmsPayloadCodec({ kms, masterKeyId: codecKeyAlias(config), limits: config.dataKeyCache });
+    const app = createCodecApp({
+      codec,
+      verify: createTokenVerifier(config),
+      recordAudit: (entry) => appendAuditEntry(db, entry),
+      corsOrigins: [UI],
+      secureCookies: false,
+      log: createLogger('error'),
+    });
+    server = http.createServer(app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const encoded = await codec.encode([defaultPayloadConverter.toPayload({ email: 'ui-probe@example.com' })]);
+    encodedJson = encoded.map(toJson);
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    kms.destroy();
+    await db.destroy();
+  });
+
+  const decode = (headers: Record<string, string>) =>
+    fetch(`${url}/decode`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-namespace': 'default', ...headers },
+      body: JSON.stringify({ payloads: encodedJson }),
+    });
+
+  it('decodes for an operator with payload:decrypt, and audits who, where and how many', async () => {
+    const token = await tokenFor(config, 'ops-alice', ['payload:decrypt']);
+    const res = await decode({ authorization: `Bearer ${token}`, origin: UI });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('access-control-allow-origin')).toBe(UI);
+    const body = (await res.json()) as { payloads: { data: string }[] };
+    expect(Buffer.from(body.payloads[0]!.data, 'base64').toString()).toContain('ui-probe@example.com');
+
+    const entries = await listAuditEntries(db, { limit: 500 });
+    const entry = entries.filter((e) => e.action === 'payload.decode').at(-1)!;
+    expect(entry).toMatchObject({ actor: 'ops-alice', subjectType: 'temporal-namespace', subjectId: 'default' });
+    expect(entry.details).toMatchObject({ payloads: 1 });
+    expect(JSON.stringify(entry)).not.toContain('ui-probe');
+  });
+
+  it('decodes nothing without a token (401), or with a token lacking the scope (403)', async () => {
+    const anonymous = await decode({});
+    expect(anonymous.status).toBe(401);
+    expect(await anonymous.text()).not.toContain('ui-probe');
+
+    const token = await tokenFor(config, 'svc-billing', ['subscriptions:read', 'customers:read']);
+    const unscoped = await decode({ authorization: `Bearer ${token}` });
+    expect(unscoped.status).toBe(403);
+    expect(await unscoped.text()).not.toContain('ui-probe');
+
+    const garbage = await decode({ authorization: 'Bearer not.a.token' });
+    expect(garbage.status).toBe(401);
+  });
+
+  it('signs a local operator in with a session cookie, usable only from the UI origin', async () => {
+    const refused = await fetch(`${url}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: await tokenFor(config, 'svc', ['audit:read']) }),
+    });
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get('set-cookie')).toBeNull();
+
+    const login = await fetch(`${url}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: await tokenFor(config, 'ops-bob', ['payload:decrypt']) }),
+    });
+    expect(login.status).toBe(200);
+    const setCookie = login.headers.get('set-cookie')!;
+    expect(setCookie).toMatch(new RegExp(`^${SESSION_COOKIE}=`));
+    expect(setCookie).toMatch(/HttpOnly/i);
+    expect(setCookie).toMatch(/SameSite=Strict/i);
+    const cookie = setCookie.split(';')[0]!;
+
+    expect((await decode({ cookie, origin: UI })).status).toBe(200);
+    expect((await decode({ cookie, origin: 'http://127.0.0.1:9999' })).status).toBe(403);
+  });
+
+  it('answers the CORS preflight for the UI origin only', async () => {
+    const ok = await fetch(`${url}/decode`, { method: 'OPTIONS', headers: { origin: UI, 'access-control-request-method': 'POST' } });
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get('access-control-allow-credentials')).toBe('true');
+    expect(ok.headers.get('access-control-allow-headers')).toContain('X-Namespace');
+    const other = await fetch(`${url}/decode`, { method: 'OPTIONS', headers: { origin: 'http://evil.example' } });
+    expect(other.status).toBe(403);
+    expect(other.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('answers a tampered payload with a problem, not garbage', async () => {
+    const token = await tokenFor(config, 'ops-alice', ['payload:decrypt']);
+    const data = Buffer.from(encodedJson[0]!.data, 'base64');
+    data[data.length - 1]! ^= 1;
+    const res = await fetch(`${url}/decode`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ payloads: [{ ...encodedJson[0], data: data.toString('base64') }] }),
+    });
+    expect(res.status).toBe(422);
+    expect(res.headers.get('content-type')).toMatch(/problem\+json/);
+  });
+
+  it('encodes for the UI (signal and update input), so what it sends is encrypted too', async () => {
+    const token = await tokenFor(config, 'ops-alice', ['payload:decrypt']);
+    const plain = toJson(defaultPayloadConverter.toPayload({ reason: 'operator-cancel' }));
+    const res = await fetch(`${url}/encode`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ payloads: [plain] }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { payloads: { data: string }[] };
+    expect(Buffer.from(body.payloads[0]!.data, 'base64').toString()).not.toContain('operator-cancel');
+  });
+});
