@@ -30,13 +30,29 @@ function customerMissing(customerId: string): ApplicationFailure {
   return ApplicationFailure.create({ type: 'CustomerNotFound', nonRetryable: true, message: `customer ${customerId} does not exist` });
 }
 
-export function createCustomerActivities(deps: CustomerActivityDeps) {
+/** Customer activities that stay inside our walls (database, KMS). */
+export function createCustomerActivities(deps: Pick<CustomerActivityDeps, 'db' | 'dataKeys'>) {
   return {
     /** Stores the already-sealed customer; storing it again is a no-op. */
     async storeCustomer(input: { readonly customer: SealedCustomer }): Promise<void> {
       await insertCustomer(deps.db, input.customer);
     },
 
+    /**
+     * Crypto-shreds the customer: their data keys are destroyed, so every ciphertext of
+     * theirs (rows, workflow payloads, backups) is unreadable from now on. Idempotent.
+     */
+    async shredCustomer(input: { readonly customerId: string }): Promise<{ destroyedKeyIds: string[] }> {
+      const destroyedKeyIds = await deps.dataKeys.destroyForCustomer(input.customerId);
+      await markCustomerErased(deps.db, input.customerId);
+      return { destroyedKeyIds };
+    },
+  };
+}
+
+/** Customer activities that call Stripe: registered on the rate-capped Stripe task queue only. */
+export function createStripeCustomerActivities(deps: CustomerActivityDeps) {
+  return {
     /**
      * Creates the customer at Stripe with only the fields configured to be shared (data
      * minimisation) and our opaque id. Decrypting them for Stripe is an export of personal
@@ -100,16 +116,6 @@ export function createCustomerActivities(deps: CustomerActivityDeps) {
         throw stripeFailure(err, 'customers.del');
       }
       return { deleted: true };
-    },
-
-    /**
-     * Crypto-shreds the customer: their data keys are destroyed, so every ciphertext of
-     * theirs (rows, workflow payloads, backups) is unreadable from now on. Idempotent.
-     */
-    async shredCustomer(input: { readonly customerId: string }): Promise<{ destroyedKeyIds: string[] }> {
-      const destroyedKeyIds = await deps.dataKeys.destroyForCustomer(input.customerId);
-      await markCustomerErased(deps.db, input.customerId);
-      return { destroyedKeyIds };
     },
   };
 }

@@ -1,20 +1,38 @@
+import type Stripe from 'stripe';
+import type { Config } from '../src/config/config';
+import type { DataKeys } from '../src/crypto/data-keys';
+import type { Envelope } from '../src/crypto/envelope';
 import type { Db } from '../src/db/database';
 import { createAuditActivities } from './audit';
 import { createCanaryActivities } from './canary';
+import { createCustomerActivities, createStripeCustomerActivities } from './customers';
 
 /** Dependencies every activity factory draws from, narrowed per factory with Pick<>. */
 export interface ActivityDeps {
   readonly identity: string;
   /** Connected as the application role: may append to the audit trail, never rewrite it. */
   readonly db: Db;
+  readonly dataKeys: DataKeys;
+  readonly envelope: Envelope;
+  readonly stripe: Stripe;
+  readonly config: Pick<Config, 'stripeSharedFields'>;
 }
 
-/** All activities of the general task queue; workflows proxy `ReturnType<typeof createActivities>`. */
+/** Activities of the general task queue; workflows proxy `ReturnType<typeof createActivities>`. */
 export function createActivities(deps: ActivityDeps) {
   return {
     ...createCanaryActivities(deps),
     ...createAuditActivities(deps),
+    ...createCustomerActivities(deps),
+  };
+}
+
+/** Activities that call Stripe, for the rate-capped Stripe task queue. */
+export function createStripeActivities(deps: ActivityDeps) {
+  return {
+    ...createStripeCustomerActivities(deps),
   };
 }
 
 export type Activities = ReturnType<typeof createActivities>;
+export type StripeActivities = ReturnType<typeof createStripeActivities>;

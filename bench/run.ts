@@ -18,7 +18,7 @@ const env = {
 
 const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   startup: () => startupBenchmark(env),
-  'workflow-roundtrip': () => roundTripBenchmark(env),
+  'workflow-roundtrip': () => roundTripBenchmark(),
 };
 
 async function main(): Promise<void> {

@@ -1,82 +1,133 @@
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { appendAuditEntry } from './audit/audit-dal';
+import { createAuditRouter } from './audit/audit-routes';
 import { ensureLocalSigningKey } from './auth/signing-keys';
+import { createTokenVerifier } from './auth/tokens';
+import { createCodecApp } from './codec/codec-server';
 import type { Config } from './config/config';
-import { createDb } from './db/database';
+import { createCustomerRouter } from './customers/customer-routes';
 import { healthChecks } from './health/health';
 import { createApp } from './http/app';
-import { createAuthorizer } from './http/auth';
-import { createKmsClient } from './kms/kms-client';
-import type { Logger } from './log';
-import { createStripe } from './stripe/stripe-client';
+import { authorize } from './http/auth';
+import { errorMessage, type Logger } from './log';
+import type { Services } from './services';
 import { connectClient, connectWorker } from './temporal/connection';
-import { createWorker } from './worker/worker';
+import { createWorkers } from './worker/worker';
 
+/** Something started that `stop` stops. The services passed in stay open: their creator closes them. */
 export interface Running {
   stop(): Promise<void>;
 }
 
-/** Starts the worker and resolves once it polls. `stop` drains in-flight tasks first. */
-export async function startWorker(
-  config: Config,
-  log: Logger,
-  workflowBundle?: WorkflowBundleWithSourceMap,
-): Promise<Running> {
-  const connection = await connectWorker(config);
-  // As the application role: activities may append to the audit trail but never rewrite it.
-  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
-  const worker = await createWorker({
-    config,
-    connection,
-    deps: { identity: `${process.pid}@${os.hostname()}`, db },
-    ...(workflowBundle ? { workflowBundle } : {}),
-  }).catch(async (err: unknown) => {
-    await db.destroy();
-    throw err;
-  });
-  const running = worker.run();
-  running.catch((err) => log.error('worker stopped', { reason: String(err) }));
-  log.info('worker polling', { taskQueue: config.temporal.taskQueue });
-  return {
-    async stop() {
-      if (worker.getState() === 'RUNNING') worker.shutdown();
-      await running.catch(() => undefined);
-      await Promise.all([connection.close(), db.destroy()]);
-    },
-  };
-}
-
-export interface RunningApi extends Running {
+export interface RunningServer extends Running {
   readonly url: string;
 }
 
-/** Starts the HTTP API and its clients; resolves once it listens. */
-export async function startApi(config: Config, log: Logger): Promise<RunningApi> {
+/**
+ * Starts the workers (general and Stripe task queues) and resolves once they poll.
+ * `stop` drains in-flight tasks first.
+ */
+export async function startWorker(
+  config: Config,
+  log: Logger,
+  services: Services,
+  workflowBundle?: WorkflowBundleWithSourceMap,
+): Promise<Running> {
+  const connection = await connectWorker(config);
+  try {
+    const workers = await createWorkers({
+      config,
+      connection,
+      dataConverter: services.dataConverter,
+      deps: { identity: `${process.pid}@${os.hostname()}`, ...services, config },
+      ...(workflowBundle ? { workflowBundle } : {}),
+    });
+    const running = workers.map((worker) => {
+      const run = worker.run();
+      run.catch((err: unknown) => log.error('worker stopped', { taskQueue: worker.options.taskQueue, reason: errorMessage(err) }));
+      return run;
+    });
+    log.info('worker polling', { taskQueues: workers.map((w) => w.options.taskQueue).join(',') });
+    return {
+      async stop() {
+        for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
+        await Promise.all(running.map((run) => run.catch(() => undefined)));
+        await connection.close();
+      },
+    };
+  } catch (err) {
+    await connection.close();
+    throw err;
+  }
+}
+
+/** Starts the HTTP API; resolves once it listens. HTTPS with TLS 1.3 at least when given a certificate. */
+export async function startApi(config: Config, log: Logger, services: Services): Promise<RunningServer> {
   // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
-  // Feature routers take `authorize` as their dependency: `router.get(path, ...authorize(scope), handler)`.
-  const authorize = createAuthorizer(config, log);
-  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
-  const kms = createKmsClient(config);
-  const stripe = createStripe(config);
-  const temporal = await connectClient(config);
-  const app = createApp({ log, healthChecks: healthChecks({ config, temporal, db, kms, stripe }) });
-  const server = http.createServer(app);
+  const guard = authorize(createTokenVerifier(config), log);
+  const temporal = await connectClient(config, services.dataConverter);
+  const app = createApp({
+    log,
+    healthChecks: healthChecks({ config, temporal, db: services.db, kms: services.kms, stripe: services.stripe }),
+    routers: [
+      createCustomerRouter({ ...services, temporal, taskQueue: config.temporal.taskQueue, authorize: guard }),
+      createAuditRouter({ db: services.db, authorize: guard }),
+    ],
+  });
+  try {
+    return await listen(app, config.api, config.apiTls, log, 'api', async () => {
+      await temporal.connection.close();
+    });
+  } catch (err) {
+    await temporal.connection.close();
+    throw err;
+  }
+}
+
+/** Starts the codec server the Temporal Web UI decodes payloads through. */
+export async function startCodecServer(config: Config, log: Logger, services: Services): Promise<RunningServer> {
+  if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
+  const app = createCodecApp({
+    codec: services.dataConverter.payloadCodecs![0]!,
+    verify: createTokenVerifier(config),
+    recordAudit: (entry) => appendAuditEntry(services.db, entry),
+    corsOrigins: config.codec.corsOrigins,
+    secureCookies: config.apiTls !== undefined,
+    log,
+  });
+  return listen(app, config.codec, config.apiTls, log, 'codec server', async () => undefined);
+}
+
+async function listen(
+  app: Express,
+  where: { host: string; port: number },
+  tls: Config['apiTls'],
+  log: Logger,
+  name: string,
+  closeClients: () => Promise<void>,
+): Promise<RunningServer> {
+  const server = tls
+    ? https.createServer({ cert: readFileSync(tls.certPath), key: readFileSync(tls.keyPath), minVersion: 'TLSv1.3' }, app)
+    : http.createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.api.port, config.api.host, resolve);
+    server.listen(where.port, where.host, resolve);
   });
   const { port } = server.address() as AddressInfo;
-  log.info('api listening', { host: config.api.host, port });
+  log.info(`${name} listening`, { host: where.host, port, tls: tls !== undefined });
   return {
-    url: `http://${config.api.host}:${port}`,
+    url: `${tls ? 'https' : 'http'}://${where.host}:${port}`,
     async stop() {
       server.closeIdleConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await Promise.all([db.destroy(), temporal.connection.close()]);
-      kms.destroy();
+      await closeClients();
     },
   };
 }

@@ -1,15 +1,16 @@
 import { proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createAuditActivities } from '../activities/audit';
-import type { createCustomerActivities } from '../activities/customers';
+import type { createCustomerActivities, createStripeCustomerActivities } from '../activities/customers';
 import type { SealedCustomer } from '../src/customers/customer-types';
 import { LOCAL_STEP, stripeStep } from './activity-options';
 import { Saga } from './saga';
 
 type CustomerActivities = ReturnType<typeof createCustomerActivities>;
+type StripeCustomerActivities = ReturnType<typeof createStripeCustomerActivities>;
 type AuditActivities = ReturnType<typeof createAuditActivities>;
 
 const local = proxyActivities<CustomerActivities & AuditActivities>(LOCAL_STEP);
-const stripe = () => proxyActivities<CustomerActivities>(stripeStep());
+const stripe = () => proxyActivities<StripeCustomerActivities>(stripeStep());
 
 export interface RegisterCustomerInput {
   /** Personal fields arrive sealed under the customer's own data key. */

@@ -1,43 +1,32 @@
+import { createLogger } from '../../src/log';
 import { randomUUID } from 'node:crypto';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { loadConfig } from '../../src/config/config';
-import { createDb } from '../../src/db/database';
-import { freePort } from '../../src/stack/process';
-import { serverPath } from '../../src/stack/servers';
+import { createServices } from '../../src/services';
 import { connectClient, connectWorker } from '../../src/temporal/connection';
-import { createWorker } from '../../src/worker/worker';
+import { createWorkers, runWorkersUntil } from '../../src/worker/worker';
+import { envFor, startTestServers } from '../../test/support/servers';
 import { runConcurrently, type BenchResult } from '../lib';
 
 const WORKFLOWS = 400;
 const CONCURRENCY = 20;
 
 /**
- * Canary workflow round trips per second (client → server → worker → activity → result)
- * through the dev server, against plain gRPC round trips (DescribeNamespace) to the same
- * server at the same concurrency.
+ * Canary workflow round trips per second (client → server → worker → activity → result,
+ * every payload through the KMS codec) through the dev server, against plain gRPC round
+ * trips (DescribeNamespace) to the same server at the same concurrency.
  */
-export async function roundTripBenchmark(env: { toolsDir: string }): Promise<BenchResult> {
-  const port = await freePort();
-  const server = await TestWorkflowEnvironment.createLocal({
-    server: { executable: { type: 'existing-path', path: serverPath('temporal', env.toolsDir) }, ip: '127.0.0.1', port, ui: false },
-  });
-  const config = loadConfig({
-    TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
-    TEMPORAL_TASK_QUEUE: `bench-${randomUUID()}`,
-    KMS_ENDPOINT: 'http://127.0.0.1:1',
-    STRIPE_API_URL: 'http://127.0.0.1:1',
-  });
-  const client = await connectClient(config);
+export async function roundTripBenchmark(): Promise<BenchResult> {
+  const { stack, stop } = await startTestServers('bench');
+  const config = loadConfig(envFor(stack, { TEMPORAL_TASK_QUEUE: `bench-${randomUUID()}` }));
+  const services = createServices(config, createLogger('warn'));
+  const client = await connectClient(config, services.dataConverter);
   const connection = await connectWorker(config);
-  // The canary activity never queries it, and a pool connects only on a first query.
-  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
   try {
-    const worker = await createWorker({ config, connection, deps: { identity: 'bench', db } });
-    const warmUp = 20;
-    const seconds = await worker.runUntil(async () => {
-      const execute = (i: number) =>
-        client.workflow.execute('canaryWorkflow', { taskQueue: config.temporal.taskQueue, workflowId: `bench-${i}-${randomUUID()}`, args: [{ nonce: String(i) }] });
-      await runConcurrently(warmUp, CONCURRENCY, execute);
+    const workers = await createWorkers({ config, connection, dataConverter: services.dataConverter, deps: { identity: 'bench', ...services, config } });
+    const execute = (i: number) =>
+      client.workflow.execute('canaryWorkflow', { taskQueue: config.temporal.taskQueue, workflowId: `bench-${i}-${randomUUID()}`, args: [{ nonce: String(i) }] });
+    const seconds = await runWorkersUntil(workers, async () => {
+      await runConcurrently(20, CONCURRENCY, execute);
       return runConcurrently(WORKFLOWS, CONCURRENCY, execute);
     });
     const rpcSeconds = await runConcurrently(WORKFLOWS * 5, CONCURRENCY, () =>
@@ -47,7 +36,7 @@ export async function roundTripBenchmark(env: { toolsDir: string }): Promise<Ben
     const rpcsPerSecond = (WORKFLOWS * 5) / rpcSeconds;
     return {
       name: 'workflow-roundtrip',
-      description: `${WORKFLOWS} canary workflows (one activity each), ${CONCURRENCY} in flight, through the Temporal dev server`,
+      description: `${WORKFLOWS} canary workflows (one activity each, payloads encrypted), ${CONCURRENCY} in flight, through the Temporal dev server`,
       measured: { label: 'workflow round trips', value: workflowsPerSecond, unit: '/s' },
       baseline: { label: 'DescribeNamespace gRPC round trips', value: rpcsPerSecond, unit: '/s' },
       ratio: workflowsPerSecond / rpcsPerSecond,
@@ -56,7 +45,7 @@ export async function roundTripBenchmark(env: { toolsDir: string }): Promise<Ben
   } finally {
     await connection.close();
     await client.connection.close();
-    await db.destroy();
-    await server.teardown();
+    await services.close();
+    await stop();
   }
 }

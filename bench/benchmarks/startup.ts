@@ -24,7 +24,7 @@ export async function startupBenchmark(env: { toolsDir: string; databaseUrl: str
   url.pathname = `/ledgerlock_bench_start_${process.pid}`;
   try {
     for (let run = 0; run < RUNS; run++) {
-      const ports = { api: await freePort(), temporal: await freePort(), ui: await freePort(), kms: await freePort(), stripe: await freePort() };
+      const ports = { api: await freePort(), temporal: await freePort(), ui: await freePort(), kms: await freePort(), stripe: await freePort(), codec: await freePort() };
       const started = performance.now();
       const cli = spawnCli(['start'], {
         LEDGERLOCK_DATA_DIR: path.join(dataDir, 'stack'),
@@ -35,6 +35,7 @@ export async function startupBenchmark(env: { toolsDir: string; databaseUrl: str
         TEMPORAL_UI_PORT: String(ports.ui),
         KMS_PORT: String(ports.kms),
         STRIPE_MOCK_PORT: String(ports.stripe),
+        CODEC_PORT: String(ports.codec),
       });
       await cli.waitFor('Ledgerlock is ready', 120_000);
       full.push((performance.now() - started) / 1000);

@@ -7,7 +7,8 @@ import { ConfigError, loadConfig, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate, type MigrateDirection } from '../db/migrate';
 import { createLogger, errorMessage, type Logger } from '../log';
-import { startApi, startWorker, type Running } from '../runtime';
+import { startApi, startCodecServer, startWorker, type Running } from '../runtime';
+import { createServices, type Services } from '../services';
 import { startKmsDevServer } from '../stack/kms-dev-server';
 import { AlreadyRunningError } from '../stack/lock';
 import { PortInUseError } from '../stack/local-servers';
@@ -24,6 +25,7 @@ Commands:
   audit verify             check the audit trail's hash chain; exits 1 naming the first broken entry
   worker                   run a worker against the configured Temporal
   api                      run the HTTP API against the configured Temporal
+  codec-server             run the codec server the Temporal Web UI decodes payloads through
   kms-dev-server --port N --region R [--data-dir D]
                            run the development KMS (local use only)
   token --sub <identity> --scopes <a,b,...> [--ttl <seconds>]
@@ -32,7 +34,7 @@ Commands:
 `;
 
 /** The commands `main` understands; docker-compose.yml's services run these. */
-export const COMMANDS = ['start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'help'] as const;
+export const COMMANDS = ['codec-server', 'start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'help'] as const;
 
 class UsageError extends Error {
   override name = 'UsageError';
@@ -65,9 +67,11 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
     case 'audit':
       return auditCommand(args);
     case 'worker':
-      return runUntilSignalled((config, log) => startWorker(config, log));
+      return runUntilSignalled((config, log, services) => startWorker(config, log, services));
     case 'api':
-      return runUntilSignalled((config, log) => startApi(config, log));
+      return runUntilSignalled((config, log, services) => startApi(config, log, services));
+    case 'codec-server':
+      return runUntilSignalled((config, log, services) => startCodecServer(config, log, services));
     case 'kms-dev-server':
       return kmsDevServer(args);
     case 'token':
@@ -95,10 +99,17 @@ async function start(): Promise<void> {
   await stopOnSignal(stack.stop, log);
 }
 
-async function runUntilSignalled(begin: (config: Config, log: Logger) => Promise<Running>): Promise<void> {
+async function runUntilSignalled(begin: (config: Config, log: Logger, services: Services) => Promise<Running>): Promise<void> {
   const { config, log } = setUp();
-  const running = await begin(config, log);
-  await stopOnSignal(() => running.stop(), log);
+  const services = createServices(config, log);
+  const running = await begin(config, log, services).catch(async (err: unknown) => {
+    await services.close();
+    throw err;
+  });
+  await stopOnSignal(async () => {
+    await running.stop();
+    await services.close();
+  }, log);
 }
 
 /** Waits for SIGINT or SIGTERM, stops gracefully, exits. A second signal forces the exit. */

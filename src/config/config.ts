@@ -57,6 +57,7 @@ export const ENV_DOCS = {
   CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
   DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
   DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
+  STRIPE_MAX_ACTIVITIES_PER_SECOND: 'cap on Stripe calls per second across all workers, enforced by Temporal (default 20, under the Stripe test-mode limit of 25)',
   STRIPE_SHARED_FIELDS: 'customer fields Stripe receives, comma-separated from email,name,phone,address (default `email,name`)',
 } as const;
 
@@ -131,6 +132,7 @@ const rawSchema = z.object({
     .optional(),
   DATA_KEY_CACHE_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   DATA_KEY_CACHE_MAX_USES: z.coerce.number().int().min(1).default(10_000),
+  STRIPE_MAX_ACTIVITIES_PER_SECOND: z.coerce.number().positive().max(10_000).default(20),
   STRIPE_SHARED_FIELDS: z
     .string()
     .regex(/^(email|name|phone|address)(,(email|name|phone|address))*$/, 'must be a comma-separated subset of email,name,phone,address')
@@ -171,6 +173,8 @@ export interface Config {
     readonly apiUrl?: string;
     /** Set when `npm start` runs stripe-mock itself. */
     readonly mock?: { readonly port: number; readonly executable?: string };
+    /** Global cap on the Stripe task queue's activities per second. */
+    readonly maxActivitiesPerSecond: number;
   };
   readonly kms: {
     readonly region: string;
@@ -295,6 +299,7 @@ function build(raw: Raw, cwd: string): Config {
       secretKey: raw.STRIPE_SECRET_KEY ?? LOCAL_ONLY_STRIPE_KEY,
       ...opt('apiUrl', raw.STRIPE_API_URL ?? (runStripeMock ? `http://127.0.0.1:${raw.STRIPE_MOCK_PORT}` : undefined)),
       ...(runStripeMock ? { mock: { port: raw.STRIPE_MOCK_PORT, ...opt('executable', raw.STRIPE_MOCK_PATH) } } : {}),
+      maxActivitiesPerSecond: raw.STRIPE_MAX_ACTIVITIES_PER_SECOND,
     },
     kms: {
       // Local only: the local KMS only echoes the region in ARNs.

@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
+import { sql } from 'kysely';
 import { masterKeyAlias, type Config } from '../config/config';
 import type { Db } from '../db/database';
 import { DataKeyDestroyedError, UnknownDataKeyError } from './errors';
 import type { DataKeyCache } from './key-cache';
+import { DATA_KEY_DESTROYED_CHANNEL } from './destruction-listener';
 import { mapKmsError } from './kms-errors';
 
 export interface DataKeyDeps {
@@ -122,15 +124,28 @@ export class DataKeys {
    * @returns the ids of the keys destroyed by this call.
    */
   async destroyForCustomer(customerId: string): Promise<string[]> {
-    const destroyed = await this.deps.db
-      .updateTable('data_keys')
-      .set({ wrapped_key: null, status: 'destroyed', destroyed_at: new Date() })
-      .where('customer_id', '=', customerId)
-      .where('status', '=', 'active')
-      .returning('id')
-      .execute();
-    for (const { id } of destroyed) this.deps.cache.delete(id);
-    this.activeKeyIds.delete(customerId);
-    return destroyed.map((row) => row.id);
+    // One statement: the keys lose their bytes and every process is told, on commit, to
+    // drop them from its cache (see destruction-listener.ts).
+    const { rows } = await sql<{ id: string }>`
+      with destroyed as (
+        update data_keys set wrapped_key = null, status = 'destroyed', destroyed_at = now()
+        where customer_id = ${customerId} and status = 'active'
+        returning id
+      )
+      select id, pg_notify(${DATA_KEY_DESTROYED_CHANNEL}, id::text) from destroyed`.execute(this.deps.db);
+    for (const { id } of rows) this.evict(id);
+    return rows.map((row) => row.id);
+  }
+
+  /** Forgets a destroyed key: its plaintext and any customer's pointer to it. */
+  evict(keyId: string): void {
+    this.deps.cache.delete(keyId);
+    for (const [customerId, active] of this.activeKeyIds) if (active.keyId === keyId) this.activeKeyIds.delete(customerId);
+  }
+
+  /** Forgets every key; the next use unwraps through KMS again. */
+  evictAll(): void {
+    this.deps.cache.clear();
+    this.activeKeyIds.clear();
   }
 }

@@ -145,6 +145,9 @@ export function temporalDevServerArgs(config: Config): string[] {
     config.temporal.namespace,
     '--log-level',
     'warn',
+    // The browser calls the codec server, so this is the address the operator reaches it at.
+    '--ui-codec-endpoint',
+    `http://127.0.0.1:${config.codec.port}`,
     ...devServerSearchAttributeArgs(),
   ];
 }

@@ -5,7 +5,8 @@ import { createDb, ensureDatabase } from '../db/database';
 import { migrate } from '../db/migrate';
 import { createKmsClient, ensureMasterKeys } from '../kms/kms-client';
 import type { Logger } from '../log';
-import { startApi, startWorker, type Running } from '../runtime';
+import { startApi, startCodecServer, startWorker, type Running } from '../runtime';
+import { createServices, type Services } from '../services';
 import { bundleWorkflows } from '../worker/worker';
 import { acquireLock } from './lock';
 import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
@@ -27,10 +28,12 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
   const releaseLock = acquireLock(config.dataDir);
   const started: Running[] = [];
   let servers: LocalServers | undefined;
+  let services: Services | undefined;
   const runFile = path.join(config.dataDir, 'run.json');
 
   const stop = async () => {
     for (const running of started.reverse()) await running.stop().catch((err) => log.error('stop failed', { reason: String(err) }));
+    await services?.close();
     await servers?.stop();
     rmSync(runFile, { force: true });
     releaseLock();
@@ -42,6 +45,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
     await assertPortsFree([
       ...planned.flatMap((s) => s.ports),
       { port: config.api.port, variable: 'API_PORT', what: 'Ledgerlock API' },
+      { port: config.codec.port, variable: 'CODEC_PORT', what: 'codec server' },
     ]);
 
     const bundling = bundleWorkflows();
@@ -69,11 +73,14 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
       kms.destroy();
     }
 
-    started.push(await startWorker(config, log, (bundleResult as PromiseFulfilledResult<Awaited<typeof bundling>>).value));
-    const api = await startApi(config, log);
+    services = createServices(config, log);
+    started.push(await startWorker(config, log, services, (bundleResult as PromiseFulfilledResult<Awaited<typeof bundling>>).value));
+    const codec = await startCodecServer(config, log, services);
+    started.push(codec);
+    const api = await startApi(config, log, services);
     started.push(api);
 
-    const endpoints = describeEndpoints(config, api.url);
+    const endpoints = describeEndpoints(config, api.url, codec.url);
     writeFileSync(
       runFile,
       JSON.stringify({ pid: process.pid, servers: (servers?.processes ?? []).map((p) => ({ name: p.name, pid: p.pid })), endpoints }, null, 2),
@@ -85,9 +92,12 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
   }
 }
 
-function describeEndpoints(config: Config, apiUrl: string): { name: string; where: string }[] {
+function describeEndpoints(config: Config, apiUrl: string, codecUrl: string): { name: string; where: string }[] {
   const db = new URL(config.databaseUrl);
-  const endpoints = [{ name: 'API', where: apiUrl }];
+  const endpoints = [
+    { name: 'API', where: apiUrl },
+    { name: 'Codec server', where: `${codecUrl} (operators sign in at ${codecUrl}/login)` },
+  ];
   endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
   if (config.temporal.devServer) endpoints.push({ name: 'Temporal Web UI', where: `http://127.0.0.1:${config.temporal.devServer.uiPort}` });
   // Host and database only: DATABASE_URL may carry a password.

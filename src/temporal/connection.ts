@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Config } from '../config/config';
 
@@ -14,11 +15,14 @@ function tlsOptions(config: TemporalConfig): ConnectionOptions['tls'] {
   };
 }
 
-/** A client connection; mTLS when TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY are set. */
-export async function connectClient(config: TemporalConfig): Promise<Client> {
+/**
+ * A client; mTLS when TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY are set. The data converter
+ * is required so that nothing this client sends reaches Temporal unencrypted.
+ */
+export async function connectClient(config: TemporalConfig, dataConverter: DataConverter): Promise<Client> {
   const tls = tlsOptions(config);
   const connection = await Connection.connect({ address: config.temporal.address, ...(tls ? { tls } : {}) });
-  return new Client({ connection, namespace: config.temporal.namespace });
+  return new Client({ connection, namespace: config.temporal.namespace, dataConverter });
 }
 
 /** The worker's connection, with the same TLS settings as the client's. */

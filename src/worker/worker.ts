@@ -1,13 +1,15 @@
 import path from 'node:path';
+import type { DataConverter } from '@temporalio/common';
 import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { createActivities, type ActivityDeps } from '../../activities';
+import { createActivities, createStripeActivities, type ActivityDeps } from '../../activities';
 import type { Config } from '../config/config';
+import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
 
 export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
 
 /**
  * Bundles the workflow code once. Started early by `npm start` so webpack runs while the
- * servers boot, then handed to {@link createWorker}.
+ * servers boot, then handed to {@link createWorkers}.
  */
 export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
   return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietBundlerLogger });
@@ -23,20 +25,50 @@ const quietBundlerLogger = {
 };
 
 export interface WorkerOptions {
-  readonly config: Pick<Config, 'temporal'>;
+  readonly config: Pick<Config, 'temporal' | 'stripe'>;
   readonly connection: NativeConnection;
   readonly deps: ActivityDeps;
+  /** Required: workflow inputs, results and failures travel encrypted. */
+  readonly dataConverter: DataConverter;
   readonly workflowBundle?: WorkflowBundleWithSourceMap;
 }
 
-/** The worker of the general task queue: every workflow plus the activities that do not call Stripe. */
-export async function createWorker(options: WorkerOptions): Promise<Worker> {
-  return Worker.create({
+export function stripeTaskQueue(config: Pick<Config, 'temporal'>): string {
+  return `${config.temporal.taskQueue}${STRIPE_QUEUE_SUFFIX}`;
+}
+
+/**
+ * The two workers of one process: the general task queue (every workflow, and activities
+ * that stay inside our walls) and the Stripe task queue, whose activity rate Temporal caps
+ * across every worker of the cluster (`maxTaskQueueActivitiesPerSecond`), keeping all of
+ * Ledgerlock under Stripe's rate limit without a limiter of our own.
+ */
+export async function createWorkers(options: WorkerOptions): Promise<[general: Worker, stripe: Worker]> {
+  const common = {
     connection: options.connection,
     namespace: options.config.temporal.namespace,
+    identity: options.deps.identity,
+    dataConverter: options.dataConverter,
+  };
+  const general = await Worker.create({
+    ...common,
     taskQueue: options.config.temporal.taskQueue,
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
     activities: createActivities(options.deps),
-    identity: options.deps.identity,
   });
+  const stripe = await Worker.create({
+    ...common,
+    taskQueue: stripeTaskQueue(options.config),
+    activities: createStripeActivities(options.deps),
+    maxTaskQueueActivitiesPerSecond: options.config.stripe.maxActivitiesPerSecond,
+  });
+  return [general, stripe];
+}
+
+/** Runs both workers until `until` settles, then drains them. */
+export async function runWorkersUntil<T>(workers: readonly Worker[], until: Promise<T> | (() => Promise<T>)): Promise<T> {
+  const [first, ...rest] = workers;
+  let inner: Promise<T> = typeof until === 'function' ? Promise.resolve().then(until) : until;
+  for (const worker of rest) inner = worker.runUntil(inner);
+  return first!.runUntil(inner);
 }

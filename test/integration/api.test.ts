@@ -1,16 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HealthReport } from '../../src/health/health';
-import { createLogger } from '../../src/log';
-import { startApi, type RunningApi } from '../../src/runtime';
+import type { RunningServer } from '../../src/runtime';
 import { freePort } from '../../src/stack/process';
+import { startTestApi } from '../support/runtime';
 import { testConfig } from '../support/stack';
 
-const quiet = createLogger('error');
 
 describe('API /healthz', () => {
-  let api: RunningApi;
+  let api: RunningServer;
   beforeAll(async () => {
-    api = await startApi(testConfig(), quiet);
+    api = await startTestApi();
   });
   afterAll(() => api?.stop());
 
@@ -24,7 +23,7 @@ describe('API /healthz', () => {
 
   it('is 503 naming the dependency that is down, and only that one', async () => {
     const deadPort = await freePort();
-    const broken = await startApi(testConfig({ STRIPE_API_URL: `http://127.0.0.1:${deadPort}` }), quiet);
+    const broken = await startTestApi(testConfig({ STRIPE_API_URL: `http://127.0.0.1:${deadPort}` }));
     try {
       const res = await fetch(`${broken.url}/healthz`);
       expect(res.status).toBe(503);
@@ -43,7 +42,7 @@ describe('API /healthz', () => {
 
   it('reports PostgreSQL down when the database is unreachable', async () => {
     const deadPort = await freePort();
-    const broken = await startApi(testConfig({ DATABASE_URL: `postgres://127.0.0.1:${deadPort}/nowhere` }), quiet);
+    const broken = await startTestApi(testConfig({ DATABASE_URL: `postgres://127.0.0.1:${deadPort}/nowhere` }));
     try {
       const res = await fetch(`${broken.url}/healthz`);
       expect(res.status).toBe(503);
@@ -55,9 +54,9 @@ describe('API /healthz', () => {
 });
 
 describe('API errors', () => {
-  let api: RunningApi;
+  let api: RunningServer;
   beforeAll(async () => {
-    api = await startApi(testConfig(), quiet);
+    api = await startTestApi();
   });
   afterAll(() => api?.stop());
 

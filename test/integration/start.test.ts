@@ -19,12 +19,12 @@ function pidAlive(pid: number): boolean {
 
 async function startEnv() {
   const stack = testStack();
-  const [api, temporal, ui, kms, stripe] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [api, temporal, ui, kms, stripe, codec] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
   const url = new URL(stack.databaseUrl);
   url.pathname = `${url.pathname}_start_${Date.now().toString(36)}`;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-start-'));
   return {
-    ports: { api, temporal, ui, kms, stripe },
+    ports: { api, temporal, ui, kms, stripe, codec },
     dataDir,
     databaseUrl: url.toString(),
     env: {
@@ -36,6 +36,7 @@ async function startEnv() {
       TEMPORAL_UI_PORT: String(ui),
       KMS_PORT: String(kms),
       STRIPE_MOCK_PORT: String(stripe),
+      CODEC_PORT: String(codec),
     },
   };
 }

@@ -1,10 +1,13 @@
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config/config';
+import { envFor } from './servers';
 
 /** Where the servers of this test run listen, as the global setup provides them. */
 export interface TestStack {
   readonly databaseUrl: string;
   readonly temporalAddress: string;
+  /** The dev server's SQLite file: what the Temporal server stored, to inspect. */
+  readonly temporalDbFile: string;
   readonly kmsEndpoint: string;
   readonly stripeApiUrl: string;
   readonly dataDir: string;
@@ -24,19 +27,7 @@ export function testStack(): TestStack {
 
 /** The environment that points a Ledgerlock process at this run's servers. */
 export function testEnv(overrides: Record<string, string> = {}): Record<string, string> {
-  const stack = testStack();
-  return {
-    LEDGERLOCK_MODE: 'local',
-    LEDGERLOCK_DATA_DIR: stack.dataDir,
-    LEDGERLOCK_TOOLS_DIR: stack.toolsDir,
-    LOG_LEVEL: 'warn',
-    DATABASE_URL: stack.databaseUrl,
-    TEMPORAL_ADDRESS: stack.temporalAddress,
-    KMS_ENDPOINT: stack.kmsEndpoint,
-    STRIPE_API_URL: stack.stripeApiUrl,
-    API_PORT: '0',
-    ...overrides,
-  };
+  return envFor(testStack(), overrides);
 }
 
 /** A validated config for this run's servers. */

@@ -1,0 +1,48 @@
+import type { KMSClient } from '@aws-sdk/client-kms';
+import type { DataConverter } from '@temporalio/common';
+import type Stripe from 'stripe';
+import type { Config } from './config/config';
+import { DataKeys } from './crypto/data-keys';
+import { listenForDestroyedKeys } from './crypto/destruction-listener';
+import { Envelope } from './crypto/envelope';
+import { DataKeyCache } from './crypto/key-cache';
+import { createDb, type Db } from './db/database';
+import { createKmsClient } from './kms/kms-client';
+import type { Logger } from './log';
+import { createStripe } from './stripe/stripe-client';
+import { createDataConverter } from './temporal/data-converter';
+
+/**
+ * The long-lived clients one process needs, created once and shared by its worker, API
+ * and codec server: one pool, one KMS client, one data-key cache, one data converter.
+ */
+export interface Services {
+  /** Connected as the application role (DATABASE_APP_ROLE). */
+  readonly db: Db;
+  readonly kms: KMSClient;
+  readonly stripe: Stripe;
+  readonly dataKeys: DataKeys;
+  readonly envelope: Envelope;
+  readonly dataConverter: DataConverter;
+  close(): Promise<void>;
+}
+
+export function createServices(config: Config, log: Pick<Logger, 'warn'>): Services {
+  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
+  const kms = createKmsClient(config);
+  const dataKeys = new DataKeys({ db, kms, cache: new DataKeyCache(config.dataKeyCache), config });
+  const destructions = listenForDestroyedKeys(config.databaseUrl, dataKeys, log);
+  return {
+    db,
+    kms,
+    stripe: createStripe(config),
+    dataKeys,
+    envelope: new Envelope(dataKeys),
+    dataConverter: createDataConverter(config, kms),
+    async close() {
+      await destructions.close();
+      await db.destroy();
+      kms.destroy();
+    },
+  };
+}

@@ -1,0 +1,65 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly idempotencyKey: string | undefined;
+  readonly body: URLSearchParams;
+  readonly status: number;
+}
+
+/**
+ * A recording proxy in front of stripe-mock: forwards every request unchanged and keeps
+ * what was sent, so tests can assert exactly what Stripe received and how often.
+ * `failNext` answers the next matching requests itself, to inject Stripe failures.
+ */
+export async function startRecordingProxy(target: string) {
+  const requests: RecordedRequest[] = [];
+  const failures: { match: (method: string, path: string) => boolean; status: number; body: unknown; times: number }[] = [];
+  const upstream = new URL(target);
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks);
+      const record = (status: number) =>
+        requests.push({
+          method: req.method!,
+          path: req.url!.split('?')[0]!,
+          idempotencyKey: req.headers['idempotency-key'] as string | undefined,
+          body: new URLSearchParams(raw.toString()),
+          status,
+        });
+      const failure = failures.find((f) => f.times > 0 && f.match(req.method!, req.url!));
+      if (failure) {
+        failure.times -= 1;
+        record(failure.status);
+        res.writeHead(failure.status, { 'content-type': 'application/json' });
+        return void res.end(JSON.stringify(failure.body));
+      }
+      const forward = http.request(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
+        (answer) => {
+          record(answer.statusCode ?? 0);
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      forward.on('error', () => {
+        record(502);
+        res.writeHead(502).end();
+      });
+      forward.end(raw);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    failNext(match: (method: string, path: string) => boolean, status: number, body: unknown, times = 1) {
+      failures.push({ match, status, body, times });
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
