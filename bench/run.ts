@@ -2,6 +2,7 @@ import path from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { REPO_ROOT } from '../src/stack/paths';
 import { ensureServers } from '../src/stack/servers';
+import { envelopeBenchmark } from './benchmarks/envelope';
 import { roundTripBenchmark } from './benchmarks/roundtrip';
 import { startupBenchmark } from './benchmarks/startup';
 import { RESULTS_DIR, toMarkdown, writeResult, type BenchResult } from './lib';
@@ -19,6 +20,7 @@ const env = {
 const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   startup: () => startupBenchmark(env),
   'workflow-roundtrip': () => roundTripBenchmark(),
+  'envelope-encryption': () => envelopeBenchmark(),
 };
 
 async function main(): Promise<void> {

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, type KeyObject } from 'node:crypto';
 import { CiphertextInvalidError } from './errors';
 
 /**
@@ -23,12 +23,17 @@ export interface CipherContext {
   readonly rowId: string;
 }
 
-export function seal(key: Buffer, keyId: string, plaintext: Buffer, context: CipherContext): Buffer {
+export function seal(key: KeyObject | Buffer, keyId: string, plaintext: Buffer | string, context: CipherContext): Buffer {
   const iv = randomBytes(IV_LENGTH);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
   cipher.setAAD(aad(CIPHERTEXT_V1, keyId, context));
-  const data = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return Buffer.concat([Buffer.from([CIPHERTEXT_V1]), uuidToBytes(keyId), iv, cipher.getAuthTag(), data]);
+  const data = Buffer.concat([typeof plaintext === 'string' ? cipher.update(plaintext, 'utf8') : cipher.update(plaintext), cipher.final()]);
+  const header = Buffer.allocUnsafe(HEADER_LENGTH);
+  header[0] = CIPHERTEXT_V1;
+  uuidToBytes(keyId).copy(header, 1);
+  iv.copy(header, 1 + KEY_ID_LENGTH);
+  cipher.getAuthTag().copy(header, 1 + KEY_ID_LENGTH + IV_LENGTH);
+  return Buffer.concat([header, data], HEADER_LENGTH + data.length);
 }
 
 /** The key id a ciphertext names, read without decrypting (to fetch the right key). */
@@ -43,8 +48,7 @@ export function keyIdOf(blob: Buffer): string {
  * @throws CiphertextInvalidError when anything was altered or the context differs; never
  * returns garbage plaintext (GCM authenticates before releasing anything).
  */
-export function open(key: Buffer, blob: Buffer, context: CipherContext): Buffer {
-  const keyId = keyIdOf(blob);
+export function open(key: KeyObject | Buffer, blob: Buffer, context: CipherContext, keyId: string = keyIdOf(blob)): Buffer {
   const iv = blob.subarray(1 + KEY_ID_LENGTH, 1 + KEY_ID_LENGTH + IV_LENGTH);
   const tag = blob.subarray(1 + KEY_ID_LENGTH + IV_LENGTH, HEADER_LENGTH);
   try {
@@ -64,9 +68,18 @@ function aad(version: number, keyId: string, context: CipherContext): Buffer {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/** Key ids recur on every record: their 16 bytes are computed once (a handful of keys per process). */
+const keyIdBytes = new Map<string, Buffer>();
+
 function uuidToBytes(id: string): Buffer {
-  if (!UUID.test(id)) throw new Error(`data key id must be a lowercase UUID, got ${JSON.stringify(id)}`);
-  return Buffer.from(id.replace(/-/g, ''), 'hex');
+  let bytes = keyIdBytes.get(id);
+  if (!bytes) {
+    if (!UUID.test(id)) throw new Error(`data key id must be a lowercase UUID, got ${JSON.stringify(id)}`);
+    bytes = Buffer.from(id.replace(/-/g, ''), 'hex');
+    if (keyIdBytes.size >= 10_000) keyIdBytes.clear();
+    keyIdBytes.set(id, bytes);
+  }
+  return bytes;
 }
 
 function bytesToUuid(bytes: Buffer): string {

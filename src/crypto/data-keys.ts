@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type KeyObject } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
 import { sql } from 'kysely';
 import { masterKeyAlias, type Config } from '../config/config';
@@ -34,11 +34,12 @@ export class DataKeys {
   constructor(private readonly deps: DataKeyDeps) {}
 
   /**
-   * The customer's active data key, created on first use; the caller wipes the returned
-   * copy (`fill(0)`) when done. Safe to call concurrently and
+   * The customer's active data key, created on first use. Safe to call concurrently and
    * on retries: one customer never ends up with two active keys.
    */
-  async activeKey(customerId: string, region: string): Promise<{ keyId: string; key: Buffer }> {
+  async activeKey(customerId: string, region: string): Promise<{ keyId: string; key: KeyObject }> {
+    const cached = this.cachedActiveKey(customerId);
+    if (cached) return cached;
     const known = this.activeKeyIds.get(customerId);
     if (known && known.expiresAt > Date.now()) return { keyId: known.keyId, key: await this.key(known.keyId) };
     const existing = await this.deps.db
@@ -52,7 +53,7 @@ export class DataKeys {
     return active;
   }
 
-  private async create(customerId: string, region: string): Promise<{ keyId: string; key: Buffer }> {
+  private async create(customerId: string, region: string): Promise<{ keyId: string; key: KeyObject }> {
     if (!this.deps.config.regions.includes(region)) throw new Error(`region ${region} has no master key configured`);
     const row = { id: randomUUID(), customer_id: customerId, region };
     let generated;
@@ -85,18 +86,31 @@ export class DataKeys {
         .executeTakeFirstOrThrow();
       return { keyId: winner.id, key: await this.key(winner.id) };
     }
-    this.deps.cache.put(row.id, plaintext);
-    return { keyId: row.id, key: plaintext };
+    const key = this.deps.cache.put(row.id, plaintext);
+    plaintext.fill(0);
+    return { keyId: row.id, key };
+  }
+
+  /** The customer's active key when both its id and its plaintext are cached: no I/O, no await. */
+  cachedActiveKey(customerId: string): { keyId: string; key: KeyObject } | undefined {
+    const known = this.activeKeyIds.get(customerId);
+    if (!known || known.expiresAt <= Date.now()) return undefined;
+    const key = this.deps.cache.use(known.keyId);
+    return key && { keyId: known.keyId, key };
+  }
+
+  /** The key when cached: no I/O, no await. */
+  cachedKey(keyId: string): KeyObject | undefined {
+    return this.deps.cache.use(keyId);
   }
 
   /**
-   * The plaintext data key `keyId`, from the cache or unwrapped by KMS; the caller wipes
-   * the returned copy when done.
+   * The data key `keyId`, from the cache or unwrapped by KMS.
    *
    * @throws UnknownDataKeyError, DataKeyDestroyedError (erased customer), KmsUnavailableError
    * (retryable) or KmsRefusedError.
    */
-  async key(keyId: string): Promise<Buffer> {
+  async key(keyId: string): Promise<KeyObject> {
     const cached = this.deps.cache.use(keyId);
     if (cached) return cached;
     const row = await this.deps.db.selectFrom('data_keys').selectAll().where('id', '=', keyId).executeTakeFirst();
@@ -112,8 +126,10 @@ export class DataKeys {
       throw mapKmsError(err, 'Decrypt');
     }
     const plaintext = Buffer.from(unwrapped.Plaintext!);
-    this.deps.cache.put(keyId, plaintext);
-    return plaintext;
+    const key = this.deps.cache.put(keyId, plaintext);
+    plaintext.fill(0);
+    unwrapped.Plaintext!.fill(0);
+    return key;
   }
 
   /**

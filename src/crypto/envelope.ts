@@ -10,12 +10,9 @@ export class Envelope {
 
   /** Encrypts `plaintext` for the customer, bound to `context` (where it will be stored). */
   async encrypt(customer: { id: string; region: string }, plaintext: string, context: CipherContext): Promise<Buffer> {
-    const { keyId, key } = await this.dataKeys.activeKey(customer.id, customer.region);
-    try {
-      return seal(key, keyId, Buffer.from(plaintext, 'utf8'), context);
-    } finally {
-      key.fill(0);
-    }
+    // The warm path stays synchronous: most records are sealed under a cached key.
+    const { keyId, key } = this.dataKeys.cachedActiveKey(customer.id) ?? (await this.dataKeys.activeKey(customer.id, customer.region));
+    return seal(key, keyId, plaintext, context);
   }
 
   /**
@@ -23,11 +20,8 @@ export class Envelope {
    * DataKeyDestroyedError when its customer was erased; UnknownDataKeyError; KMS errors.
    */
   async decrypt(blob: Buffer, context: CipherContext): Promise<string> {
-    const key = await this.dataKeys.key(keyIdOf(blob));
-    try {
-      return open(key, blob, context).toString('utf8');
-    } finally {
-      key.fill(0);
-    }
+    const keyId = keyIdOf(blob);
+    const key = this.dataKeys.cachedKey(keyId) ?? (await this.dataKeys.key(keyId));
+    return open(key, blob, context, keyId).toString('utf8');
   }
 }

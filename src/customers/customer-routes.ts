@@ -1,4 +1,4 @@
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -44,7 +44,7 @@ function customerIdFor(caller: string, idempotencyKey: string): string {
  * is detected, yet the stored fingerprint reveals nothing of the personal data and becomes
  * meaningless once the customer is crypto-shredded.
  */
-function fingerprint(key: Buffer, profile: CustomerProfile): string {
+function fingerprint(key: KeyObject, profile: CustomerProfile): string {
   return createHmac('sha256', key).update(canonical(profile)).digest('hex');
 }
 
@@ -98,7 +98,6 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const sealed = await sealProfile(deps.envelope, customerId, body.data);
     const key = await deps.dataKeys.key(sealed.dataKeyId);
     const requestHash = `${sealed.dataKeyId}:${fingerprint(key, body.data)}`;
-    key.fill(0);
     if (previous) {
       if (!sameFingerprint(previous.request_hash, requestHash)) {
         return sendProblem(res, {

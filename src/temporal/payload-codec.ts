@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
 import type { Payload, PayloadCodec } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
@@ -37,7 +37,7 @@ export interface PayloadCodecDeps {
 interface EncodingKey {
   readonly keyId: string;
   readonly wrapped: Buffer;
-  readonly key: Buffer;
+  readonly key: KeyObject;
   readonly expiresAt: number;
   usesLeft: number;
 }
@@ -65,7 +65,6 @@ export class KmsPayloadCodec implements PayloadCodec {
         const encoding = await this.encodingKey();
         const iv = randomBytes(IV_LENGTH);
         const cipher = createCipheriv('aes-256-gcm', encoding.key, iv);
-        encoding.key.fill(0);
         cipher.setAAD(aad(encoding.keyId));
         const plaintext = temporal.api.common.v1.Payload.encode(payload).finish();
         const data = Buffer.concat([cipher.update(plaintext), cipher.final()]);
@@ -100,8 +99,6 @@ export class KmsPayloadCodec implements PayloadCodec {
           return temporal.api.common.v1.Payload.decode(plaintext);
         } catch {
           throw new CiphertextInvalidError(`encrypted payload under key ${keyId} failed authentication`);
-        } finally {
-          key.fill(0);
         }
       }),
     );
@@ -115,11 +112,8 @@ export class KmsPayloadCodec implements PayloadCodec {
     return [...new Set(ids)];
   }
 
-  /**
-   * The key to encrypt the next payload with, as a copy the caller wipes: a spent key is
-   * wiped when replaced, and a concurrent caller may still be about to use it.
-   */
-  private async encodingKey(): Promise<{ keyId: string; wrapped: Buffer; key: Buffer }> {
+  /** The key to encrypt the next payload with; a spent one is replaced by a fresh data key. */
+  private async encodingKey(): Promise<EncodingKey> {
     for (;;) {
       const pending = (this.current ??= this.generate());
       let encoding: EncodingKey;
@@ -131,13 +125,10 @@ export class KmsPayloadCodec implements PayloadCodec {
       }
       if (encoding.expiresAt > Date.now() && encoding.usesLeft > 0) {
         encoding.usesLeft -= 1;
-        return { keyId: encoding.keyId, wrapped: encoding.wrapped, key: Buffer.from(encoding.key) };
+        return encoding;
       }
       // Spent: the first caller to notice retires it; everyone retries with the next one.
-      if (this.current === pending) {
-        this.current = undefined;
-        encoding.key.fill(0);
-      }
+      if (this.current === pending) this.current = undefined;
     }
   }
 
@@ -151,8 +142,10 @@ export class KmsPayloadCodec implements PayloadCodec {
     } catch (err) {
       throw mapKmsError(err, 'GenerateDataKey');
     }
-    const key = Buffer.from(generated.Plaintext!);
-    this.decodingKeys.put(keyId, key);
+    const plaintext = Buffer.from(generated.Plaintext!);
+    const key = this.decodingKeys.put(keyId, plaintext);
+    plaintext.fill(0);
+    generated.Plaintext!.fill(0);
     return {
       keyId,
       key,
@@ -163,7 +156,7 @@ export class KmsPayloadCodec implements PayloadCodec {
   }
 
   /** One KMS unwrap per payload key, however many payloads of it are decoded at once. */
-  private async decodingKey(keyId: string, wrapped: Buffer): Promise<Buffer> {
+  private async decodingKey(keyId: string, wrapped: Buffer): Promise<KeyObject> {
     const cached = this.decodingKeys.use(keyId);
     if (cached) return cached;
     let unwrapping = this.unwrapping.get(keyId);
@@ -183,8 +176,7 @@ export class KmsPayloadCodec implements PayloadCodec {
     } catch (err) {
       throw mapKmsError(err, 'Decrypt');
     }
-    const key = Buffer.from(unwrapped.Plaintext!);
-    this.decodingKeys.put(keyId, key);
-    key.fill(0);
+    this.decodingKeys.put(keyId, Buffer.from(unwrapped.Plaintext!));
+    unwrapped.Plaintext!.fill(0);
   }
 }

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { keyIdOf, open, seal, type CipherContext } from '../../src/crypto/ciphertext';
 import { CiphertextInvalidError } from '../../src/crypto/errors';
@@ -56,11 +56,14 @@ describe('Ledgerlock v1 ciphertext', () => {
 });
 
 describe('DataKeyCache', () => {
-  it('serves a key at most maxUses times', () => {
-    const cache = new DataKeyCache({ maxAgeMs: 60_000, maxUses: 2 });
-    cache.put('k', Buffer.alloc(32, 7));
-    expect(cache.use('k')).toEqual(Buffer.alloc(32, 7));
-    expect(cache.use('k')).toEqual(Buffer.alloc(32, 7));
+  const material = (byte: number) => Buffer.alloc(32, byte);
+  const bytesOf = (key: KeyObject | undefined) => key?.export();
+
+  it('serves a key at most maxUses times, counting the put as the first', () => {
+    const cache = new DataKeyCache({ maxAgeMs: 60_000, maxUses: 3 });
+    expect(bytesOf(cache.put('k', material(7)))).toEqual(material(7));
+    expect(bytesOf(cache.use('k'))).toEqual(material(7));
+    expect(bytesOf(cache.use('k'))).toEqual(material(7));
     expect(cache.use('k')).toBeUndefined();
     expect(cache.size).toBe(0);
   });
@@ -68,24 +71,20 @@ describe('DataKeyCache', () => {
   it('forgets a key after maxAge', () => {
     let now = 1_000;
     const cache = new DataKeyCache({ maxAgeMs: 100, maxUses: 10 }, () => now);
-    cache.put('k', Buffer.alloc(32, 1));
+    cache.put('k', material(1));
     now += 99;
     expect(cache.use('k')).toBeDefined();
     now += 1;
     expect(cache.use('k')).toBeUndefined();
   });
 
-  it('hands out copies, so wiping one or evicting the entry never changes another holder', () => {
+  it('copies the material out of the caller buffer, so wiping that buffer leaves the cached key intact', () => {
     const cache = new DataKeyCache({ maxAgeMs: 60_000, maxUses: 10 });
-    const original = Buffer.alloc(32, 9);
-    cache.put('k', original);
-    original.fill(0);
-    const first = cache.use('k')!;
-    first.fill(0);
-    const second = cache.use('k')!;
-    expect(second).toEqual(Buffer.alloc(32, 9));
+    const buffer = material(9);
+    cache.put('k', buffer);
+    buffer.fill(0);
+    expect(bytesOf(cache.use('k'))).toEqual(material(9));
     cache.delete('k');
-    expect(second).toEqual(Buffer.alloc(32, 9));
     expect(cache.use('k')).toBeUndefined();
   });
 });
