@@ -66,7 +66,7 @@ describe('docker-compose.yml', () => {
     for (const key of Object.values(SEARCH_ATTRIBUTES)) expect(script).toContain(`--name ${key.name} --type ${key.type === 'INT' ? 'Int' : 'Keyword'}`);
   });
 
-  for (const name of ['api', 'worker']) {
+  for (const name of ['migrate', 'api', 'worker', 'codec']) {
     it(`gives the ${name} only variables the config module knows, and they validate in production mode`, () => {
       const service = services[name]!;
       expect(COMMANDS).toContain(service.command![0]);
@@ -90,6 +90,13 @@ describe('docker-compose.yml', () => {
       expect(new URL(config.databaseUrl).host).toBe('postgresql:5432');
     });
   }
+
+  it('runs migrations before anything that uses the database, and serves the codec where the UI looks for it', () => {
+    for (const name of ['api', 'worker', 'codec']) expect(services[name]!.depends_on).toHaveProperty('migrate');
+    const codecEnv = services.codec!.environment!;
+    expect(services.codec!.ports).toEqual([`127.0.0.1:${codecEnv.CODEC_PORT}:${codecEnv.CODEC_PORT}`]);
+    expect(services['temporal-ui']!.environment!.TEMPORAL_CODEC_ENDPOINT).toContain(`:${codecEnv.CODEC_PORT}`);
+  });
 
   it('publishes the API on the port the config says it listens on', () => {
     const env = services.api!.environment!;
