@@ -6,6 +6,7 @@ import type { Db } from '../src/db/database';
 import { createAuditActivities } from './audit';
 import { createCanaryActivities } from './canary';
 import { createCustomerActivities, createStripeCustomerActivities } from './customers';
+import { createStripeSubscriptionActivities, createSubscriptionActivities } from './subscriptions';
 
 /** Dependencies every activity factory draws from, narrowed per factory with Pick<>. */
 export interface ActivityDeps {
@@ -24,6 +25,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createCanaryActivities(deps),
     ...createAuditActivities(deps),
     ...createCustomerActivities(deps),
+    ...createSubscriptionActivities(deps),
   };
 }
 
@@ -31,6 +33,7 @@ export function createActivities(deps: ActivityDeps) {
 export function createStripeActivities(deps: ActivityDeps) {
   return {
     ...createStripeCustomerActivities(deps),
+    ...createStripeSubscriptionActivities(deps),
   };
 }
 

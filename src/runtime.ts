@@ -12,6 +12,7 @@ import { createTokenVerifier } from './auth/tokens';
 import { createCodecApp } from './codec/codec-server';
 import type { Config } from './config/config';
 import { createCustomerRouter } from './customers/customer-routes';
+import { createSubscriptionRouter } from './subscriptions/subscription-routes';
 import { healthChecks } from './health/health';
 import { createApp } from './http/app';
 import { authorize } from './http/auth';
@@ -78,6 +79,13 @@ export async function startApi(config: Config, log: Logger, services: Services):
     healthChecks: healthChecks({ config, temporal, db: services.db, kms: services.kms, stripe: services.stripe }),
     routers: [
       createCustomerRouter({ ...services, temporal, taskQueue: config.temporal.taskQueue, authorize: guard }),
+      createSubscriptionRouter({
+        ...services,
+        temporal,
+        taskQueue: config.temporal.taskQueue,
+        paymentWindowSeconds: config.subscriptions.paymentWindowSeconds,
+        authorize: guard,
+      }),
       createAuditRouter({ db: services.db, authorize: guard }),
     ],
   });

@@ -1,3 +1,4 @@
 // Every workflow the worker registers. Names are persisted in histories: public API.
 export { canaryWorkflow } from './canary';
 export { eraseCustomerWorkflow, registerCustomerWorkflow } from './customers';
+export { createSubscriptionWorkflow, subscriptionWorkflow } from './subscriptions';

@@ -1,4 +1,4 @@
-import { ApplicationFailure, log } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, log } from '@temporalio/workflow';
 
 /**
  * Compensations of a saga: each registered before its step runs, run last-in-first-out.
@@ -18,7 +18,12 @@ export class Saga {
     return this.compensations.map((c) => c.name).reverse();
   }
 
-  async compensate(): Promise<void> {
+  /** Runs even while the workflow itself is being cancelled: what was done must be undone. */
+  compensate(): Promise<void> {
+    return CancellationScope.nonCancellable(() => this.runCompensations());
+  }
+
+  private async runCompensations(): Promise<void> {
     const failed: { name: string; error: unknown }[] = [];
     while (this.compensations.length > 0) {
       const { name, run } = this.compensations.pop()!;

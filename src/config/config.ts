@@ -58,6 +58,7 @@ export const ENV_DOCS = {
   DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
   DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
   STRIPE_MAX_ACTIVITIES_PER_SECOND: 'cap on Stripe calls per second across all workers, enforced by Temporal (default 20, under the Stripe test-mode limit of 25)',
+  SUBSCRIPTION_PAYMENT_WINDOW_SECONDS: 'how long a new subscription waits for its first payment (3-D Secure) before it is undone (default 82800 = 23 h, like Stripe)',
   STRIPE_SHARED_FIELDS: 'customer fields Stripe receives, comma-separated from email,name,phone,address (default `email,name`)',
 } as const;
 
@@ -133,6 +134,7 @@ const rawSchema = z.object({
   DATA_KEY_CACHE_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   DATA_KEY_CACHE_MAX_USES: z.coerce.number().int().min(1).default(10_000),
   STRIPE_MAX_ACTIVITIES_PER_SECOND: z.coerce.number().positive().max(10_000).default(20),
+  SUBSCRIPTION_PAYMENT_WINDOW_SECONDS: z.coerce.number().int().min(1).max(30 * 86_400).default(82_800),
   STRIPE_SHARED_FIELDS: z
     .string()
     .regex(/^(email|name|phone|address)(,(email|name|phone|address))*$/, 'must be a comma-separated subset of email,name,phone,address')
@@ -196,6 +198,7 @@ export interface Config {
   readonly apiTls?: { readonly certPath: string; readonly keyPath: string };
   readonly codec: { readonly host: string; readonly port: number; readonly corsOrigins: readonly string[] };
   readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number };
+  readonly subscriptions: { readonly paymentWindowSeconds: number };
   /** What Stripe receives of a customer's profile (data minimisation); never card data. */
   readonly stripeSharedFields: readonly ('email' | 'name' | 'phone' | 'address')[];
 }
@@ -326,6 +329,7 @@ function build(raw: Raw, cwd: string): Config {
       ],
     },
     dataKeyCache: { maxAgeMs: raw.DATA_KEY_CACHE_MAX_AGE_SECONDS * 1000, maxUses: raw.DATA_KEY_CACHE_MAX_USES },
+    subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
   };
 }

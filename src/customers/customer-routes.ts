@@ -1,4 +1,3 @@
-import { createHash, createHmac, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -9,7 +8,8 @@ import type { Envelope } from '../crypto/envelope';
 import { CryptoError, DataKeyDestroyedError } from '../crypto/errors';
 import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
-import { HttpProblem, sendProblem, validationProblem } from '../http/problem';
+import { claimIdempotencyKey, idempotencyKeyOf, idFor, requiredHeader } from '../http/idempotency';
+import { sendProblem, validationProblem } from '../http/problem';
 import type { eraseCustomerWorkflow, registerCustomerWorkflow } from '../../workflows/customers';
 import { openProfile, sealProfile } from './customer-crypto';
 import { findCustomer } from './customer-dal';
@@ -24,53 +24,15 @@ export interface CustomerRouteDeps {
   readonly authorize: Authorize;
 }
 
-const IDEMPOTENCY_KEY = 'Idempotency-Key';
 const PURPOSE = 'Ledgerlock-Purpose';
 const customerIdParam = z.string().regex(/^cust_[a-z0-9]{20,40}$/, 'must be a Ledgerlock customer id (cust_…)');
-const purposeHeader = z
+/** Why personal data is needed: required for every read and erasure, and audited. */
+export const purposeHeader = z
   .string()
   .trim()
   .min(3, 'must say why the personal data is needed')
   .max(200)
   .refine((p) => !p.includes('@'), 'must not contain personal data');
-
-/** The same caller and key always name the same customer, so a retried POST lands on the same saga. */
-function customerIdFor(caller: string, idempotencyKey: string): string {
-  return `cust_${createHash('sha256').update(`${caller}\n${idempotencyKey}`).digest('hex').slice(0, 32)}`;
-}
-
-/**
- * What a request said, keyed with the customer's own data key: a retry with another body
- * is detected, yet the stored fingerprint reveals nothing of the personal data and becomes
- * meaningless once the customer is crypto-shredded.
- */
-function fingerprint(key: KeyObject, profile: CustomerProfile): string {
-  return createHmac('sha256', key).update(canonical(profile)).digest('hex');
-}
-
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value && typeof value === 'object') {
-    return `{${Object.keys(value)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
-function required(req: Request, header: string, schema: z.ZodType<string>): string {
-  const parsed = schema.safeParse(req.header(header));
-  if (!parsed.success) {
-    throw new HttpProblem({
-      title: 'Invalid request',
-      status: 400,
-      detail: `The ${header} header is missing or invalid.`,
-      errors: [{ field: `header.${header}`, message: parsed.error.issues[0]?.message ?? 'required' }],
-    });
-  }
-  return parsed.data;
-}
 
 function customerIdOf(req: Request): string {
   const parsed = customerIdParam.safeParse(req.params.id);
@@ -83,36 +45,13 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
 
   router.post('/v1/customers', ...deps.authorize('customers:write'), async (req, res) => {
     const principal = res.locals.principal as Principal;
-    const idempotencyKey = required(req, IDEMPOTENCY_KEY, z.string().min(1).max(255));
+    const idempotencyKey = idempotencyKeyOf(req);
     const body = customerProfileSchema.safeParse(req.body);
     if (!body.success) throw validationProblem(body.error, 'body');
-    const customerId = customerIdFor(principal.subject, idempotencyKey);
+    const customerId = idFor('cust_', principal.subject, idempotencyKey);
     const workflowId = `customer-registration:${customerId}`;
-
-    const previous = await deps.db
-      .selectFrom('api_idempotency_keys')
-      .select(['request_hash'])
-      .where('caller', '=', principal.subject)
-      .where('idempotency_key', '=', idempotencyKey)
-      .executeTakeFirst();
     const sealed = await sealProfile(deps.envelope, customerId, body.data);
-    const key = await deps.dataKeys.key(sealed.dataKeyId);
-    const requestHash = `${sealed.dataKeyId}:${fingerprint(key, body.data)}`;
-    if (previous) {
-      if (!sameFingerprint(previous.request_hash, requestHash)) {
-        return sendProblem(res, {
-          title: 'Idempotency-Key reused',
-          status: 409,
-          detail: 'This Idempotency-Key was used with a different request body.',
-        });
-      }
-    } else {
-      await deps.db
-        .insertInto('api_idempotency_keys')
-        .values({ caller: principal.subject, idempotency_key: idempotencyKey, request_hash: requestHash, workflow_id: workflowId })
-        .onConflict((oc) => oc.columns(['caller', 'idempotency_key']).doNothing())
-        .execute();
-    }
+    await claimIdempotencyKey(deps, { caller: principal.subject, idempotencyKey, dataKeyId: sealed.dataKeyId, body: body.data, workflowId });
 
     try {
       await deps.temporal.workflow.start<typeof registerCustomerWorkflow>('registerCustomerWorkflow', {
@@ -131,7 +70,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
   router.get('/v1/customers/:id', ...deps.authorize('customers:read'), async (req, res) => {
     const principal = res.locals.principal as Principal;
     const customerId = customerIdOf(req);
-    const purpose = required(req, PURPOSE, purposeHeader);
+    const purpose = requiredHeader(req, PURPOSE, purposeHeader);
     const row = await findCustomer(deps.db, customerId);
     if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
     if (row.status === 'erased') return sendProblem(res, { title: 'Gone', status: 410, detail: `Customer ${customerId} was erased.` });
@@ -165,7 +104,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
   router.delete('/v1/customers/:id', ...deps.authorize('customers:erase'), async (req, res) => {
     const principal = res.locals.principal as Principal;
     const customerId = customerIdOf(req);
-    const reason = required(req, PURPOSE, purposeHeader);
+    const reason = requiredHeader(req, PURPOSE, purposeHeader);
     const row = await findCustomer(deps.db, customerId);
     if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
     const workflowId = `customer-erasure:${customerId}`;
@@ -190,10 +129,4 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     next(err);
   });
   return router;
-}
-
-function sameFingerprint(stored: string, computed: string): boolean {
-  const a = Buffer.from(stored);
-  const b = Buffer.from(computed);
-  return a.length === b.length && timingSafeEqual(a, b);
 }

@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect, type ColumnType, type Generated, type GeneratedAlways, type Insertable, type PostgresPool, type Selectable } from 'kysely';
 import os from 'node:os';
 import pg from 'pg';
+import type { SubscriptionStatus } from '../subscriptions/subscription-types';
 
 /**
  * The typed shape of the application's tables. Migrations (src/db/migrations) are the
@@ -11,6 +12,8 @@ export interface Database {
   data_keys: DataKeyTable;
   customers: CustomerTable;
   audit_log: AuditLogTable;
+  subscriptions: SubscriptionTable;
+  entitlements: EntitlementTable;
 }
 
 /**
@@ -88,6 +91,38 @@ export interface AuditLogTable {
 }
 
 export type AuditLogRow = Selectable<AuditLogTable>;
+
+/**
+ * A subscription as its workflows leave it (src/subscriptions), so the API can answer after
+ * a workflow ended. Opaque ids only: `failure_reason` is written without personal data.
+ */
+export interface SubscriptionTable {
+  /** `sub_ll_…`: ours, never Stripe's. */
+  id: string;
+  customer_id: string;
+  price_id: string;
+  stripe_subscription_id: string | null;
+  status: SubscriptionStatus;
+  saga_step: string;
+  failure_type: string | null;
+  failure_reason: string | null;
+  cancel_at_period_end: Generated<boolean>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+/** What a subscription grants; at most one active (unrevoked) row per subscription. */
+export interface EntitlementTable {
+  id: Generated<string>;
+  subscription_id: string;
+  customer_id: string;
+  price_id: string;
+  granted_at: ColumnType<Date, Date | undefined, never>;
+  revoked_at: Date | null;
+}
+
+export type SubscriptionRow = Selectable<SubscriptionTable>;
+export type EntitlementRow = Selectable<EntitlementTable>;
 
 export type Db = Kysely<Database>;
 

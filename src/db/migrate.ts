@@ -2,6 +2,7 @@ import { Migrator, type Kysely, type Migration, type MigrationResultSet } from '
 import * as apiIdempotencyKeys from './migrations/2026-11-21T00-00-api-idempotency-keys';
 import * as auditLog from './migrations/2026-11-21T01-00-audit-log';
 import * as customersAndDataKeys from './migrations/2026-11-21T02-00-customers-and-data-keys';
+import * as subscriptions from './migrations/2026-11-22T00-00-subscriptions';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -11,6 +12,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-11-21T00-00-api-idempotency-keys': apiIdempotencyKeys,
   '2026-11-21T01-00-audit-log': auditLog,
   '2026-11-21T02-00-customers-and-data-keys': customersAndDataKeys,
+  '2026-11-22T00-00-subscriptions': subscriptions,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {

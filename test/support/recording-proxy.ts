@@ -6,6 +6,8 @@ export interface RecordedRequest {
   readonly path: string;
   readonly idempotencyKey: string | undefined;
   readonly body: URLSearchParams;
+  /** The query string: where stripe-node puts the parameters of GET and DELETE requests. */
+  readonly query: URLSearchParams;
   readonly status: number;
 }
 
@@ -29,6 +31,7 @@ export async function startRecordingProxy(target: string) {
           path: req.url!.split('?')[0]!,
           idempotencyKey: req.headers['idempotency-key'] as string | undefined,
           body: new URLSearchParams(raw.toString()),
+          query: new URLSearchParams(req.url!.split('?')[1] ?? ''),
           status,
         });
       const failure = failures.find((f) => f.times > 0 && f.match(req.method!, req.url!));

@@ -1,0 +1,167 @@
+/**
+ * Records the histories test/integration/replay.test.ts replays, so a workflow change that
+ * would break running executions fails CI. Re-record only for a deliberate, compatible
+ * change of the workflows (and keep the old files when running executions may still have
+ * the old shape):
+ *
+ *   npx tsx test/support/record-histories.ts
+ *
+ * It starts its own Temporal dev server (the pinned CLI), runs every path of the
+ * subscription workflows against the activity fakes, and writes one JSON history per
+ * run to test/histories/subscriptions/. No payload codec: payloads are plain JSON, so
+ * replay needs no KMS key of this run, and every value in them is fake (the "sealed"
+ * customer fields are base64 of `fake-ciphertext-of-…`).
+ */
+import { createHash } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Client, WorkflowHandle } from '@temporalio/client';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { REPO_ROOT } from '../../src/stack/paths';
+import { serverPath } from '../../src/stack/servers';
+import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
+import { WORKFLOWS_PATH } from '../../src/worker/worker';
+import {
+  cancelSubscriptionUpdate,
+  paymentFailedSignal,
+  paymentMethodUpdatedSignal,
+  paymentOutcomeSignal,
+  refundInvoiceUpdate,
+  renewalPaidSignal,
+  subscriptionCanceledSignal,
+  subscriptionWorkflowId,
+  type CreateSubscriptionInput,
+} from '../../workflows/subscription-contracts';
+import { createSubscriptionWorkflow } from '../../workflows/subscriptions';
+import { historyToJson } from './histories';
+import { createSubscriptionFakes, fakeSealedCustomer, FIRST_INVOICE, runFakeWorkers, subscriptionInput, waitForView, type Scenario } from './subscription-fakes';
+
+export const HISTORIES_DIR = path.join(REPO_ROOT, 'test', 'histories', 'subscriptions');
+const TASK_QUEUE = 'record-histories';
+
+/** Stable ids per scenario, so re-recording changes only what changed. */
+function idsFor(name: string) {
+  const hex = createHash('sha256').update(name).digest('hex');
+  return { subscriptionId: `sub_ll_${hex.slice(0, 24)}`, customerId: `cust_${hex.slice(24, 48)}` };
+}
+
+async function main() {
+  const toolsDir = process.env.LEDGERLOCK_TOOLS_DIR ?? path.join(REPO_ROOT, '.tools');
+  const env = await TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: { type: 'existing-path', path: serverPath('temporal', toolsDir) },
+      ip: '127.0.0.1',
+      ui: false,
+      searchAttributes: Object.values(SEARCH_ATTRIBUTES),
+      log: { format: 'pretty', level: 'warn' },
+    },
+  });
+  const fakes = createSubscriptionFakes();
+  const workers = await runFakeWorkers({
+    connection: env.nativeConnection,
+    namespace: env.namespace ?? 'default',
+    taskQueue: TASK_QUEUE,
+    fakes,
+    workflowBundle: await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH }),
+  });
+  const client = env.client;
+  const written: string[] = [];
+  rmSync(HISTORIES_DIR, { recursive: true, force: true });
+  mkdirSync(HISTORIES_DIR, { recursive: true });
+
+  const save = async (file: string, handle: WorkflowHandle) => {
+    writeFileSync(path.join(HISTORIES_DIR, `${file}.json`), `${JSON.stringify(historyToJson(await handle.fetchHistory()), null, 1)}\n`);
+    written.push(file);
+  };
+  const start = async (name: string, scenario: Scenario, overrides: Partial<CreateSubscriptionInput> = {}) => {
+    const { subscriptionId, customerId } = idsFor(name);
+    const input = subscriptionInput({ subscriptionId, customer: fakeSealedCustomer(customerId), requestedBy: 'svc-recorder', ...overrides });
+    const workflowId = subscriptionWorkflowId(subscriptionId);
+    fakes.scenario(workflowId, scenario);
+    const handle = await client.workflow.start(createSubscriptionWorkflow, { taskQueue: TASK_QUEUE, workflowId, args: [input] });
+    return { workflowId, handle };
+  };
+  const failed = async (name: string, scenario: Scenario, act?: (handle: WorkflowHandle) => Promise<void>, overrides: Partial<CreateSubscriptionInput> = {}) => {
+    const { handle } = await start(name, scenario, overrides);
+    await act?.(handle);
+    await handle.result().then(
+      () => Promise.reject(new Error(`${name} should have failed`)),
+      () => undefined,
+    );
+    await save(name, client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId));
+  };
+
+  try {
+    await Promise.all([
+      failed('fail-at-store-customer', { failing: ['storeCustomer'] }),
+      failed('fail-at-create-stripe-customer', { failing: ['createStripeCustomer'] }),
+      failed('fail-at-attach-payment-method', { failing: ['attachPaymentMethod'] }),
+      failed('fail-at-create-stripe-subscription', { failing: ['createStripeSubscription'] }),
+      failed('first-payment-declined-at-once', { firstPayment: 'failed' }),
+      failed('fail-at-provision-entitlements', { failing: ['provisionEntitlements'] }),
+      failed('fail-at-mark-active', { failing: ['markSubscriptionActive'] }),
+      failed('compensation-keeps-failing', { failing: ['createStripeSubscription', 'deleteStripeCustomer'] }),
+      failed('payment-window-expired', { firstPayment: 'requires_action' }, undefined, { paymentWindowSeconds: 2 }),
+      failed('first-payment-failed-signal', { firstPayment: 'requires_action' }, async (handle) => {
+        await waitForView(client, handle.workflowId, (v) => v.sagaStep === 'await-first-payment');
+        await handle.signal(paymentOutcomeSignal, { outcome: 'failed', invoiceId: FIRST_INVOICE.invoiceId, eventCreated: 1_700_000_100, eventId: 'evt_failed', reason: 'card_declined' });
+      }),
+      recordThreeDSecurePaid(),
+      recordLife(),
+    ]);
+  } finally {
+    await workers.stop();
+    await env.teardown();
+  }
+  console.log(`wrote ${written.length} histories to ${path.relative(REPO_ROOT, HISTORIES_DIR)}: ${written.sort().join(', ')}`);
+
+  /** Creation waiting for 3-D Secure, a live event arriving early, then paid. */
+  async function recordThreeDSecurePaid() {
+    const { workflowId, handle } = await start('create-3ds-then-paid', { firstPayment: 'requires_action' });
+    await waitForView(client, workflowId, (v) => v.sagaStep === 'await-first-payment');
+    await handle.signal(paymentMethodUpdatedSignal, { eventId: 'evt_pm_early', eventCreated: 1_700_000_050, paymentMethodId: 'pm_early' });
+    await handle.signal(paymentOutcomeSignal, { outcome: 'paid', invoiceId: FIRST_INVOICE.invoiceId, eventCreated: 1_700_000_100, eventId: 'evt_paid', amountPaid: 1500, currency: 'eur' });
+    await waitForView(client, workflowId, (v) => v.status === 'active');
+    await save('create-3ds-then-paid', client.workflow.getHandle(workflowId, handle.firstExecutionRunId));
+    await handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: false, requestedBy: 'svc-recorder' }] });
+    await handle.result();
+    await save('live-canceled-immediately', client.workflow.getHandle(workflowId));
+  }
+
+  /** Creation paid at once, then the subscription's life across two continue-as-new runs until canceled. */
+  async function recordLife() {
+    const { workflowId, handle } = await start('create-paid-and-live', { firstPayment: 'paid' }, { continueAsNewAfterEvents: 3 });
+    await waitForView(client, workflowId, (v) => v.status === 'active');
+    const entity = client.workflow.getHandle(workflowId);
+    const firstLiveRun = (await entity.describe()).runId;
+    await entity.signal(paymentFailedSignal, { eventId: 'evt_f1', eventCreated: 1_700_100_000, invoiceId: 'in_r1', declineCode: 'insufficient_funds' });
+    await entity.signal(paymentFailedSignal, { eventId: 'evt_f0', eventCreated: 1_700_000_000, invoiceId: 'in_r0' });
+    await entity.signal(renewalPaidSignal, { eventId: 'evt_p1', eventCreated: 1_700_200_000, invoiceId: 'in_r1', amountPaid: 1500, currency: 'eur' });
+    await waitUntilNewRun(client, workflowId, firstLiveRun);
+    const secondLiveRun = (await entity.describe()).runId;
+    await entity.signal(renewalPaidSignal, { eventId: 'evt_p1', eventCreated: 1_700_200_000, invoiceId: 'in_r1', amountPaid: 1500, currency: 'eur' });
+    await entity.executeUpdate(refundInvoiceUpdate, { args: [{ invoiceId: 'in_r1', amount: 500, requestId: 'req-1', requestedBy: 'svc-recorder' }] });
+    await entity.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: true, requestedBy: 'svc-recorder' }] });
+    await entity.signal(subscriptionCanceledSignal, { eventId: 'evt_c1', eventCreated: 1_702_000_000 });
+    await handle.result();
+    await save('create-paid', client.workflow.getHandle(workflowId, handle.firstExecutionRunId));
+    await save('live-until-continue-as-new', client.workflow.getHandle(workflowId, firstLiveRun));
+    await save('live-until-canceled', client.workflow.getHandle(workflowId, secondLiveRun));
+  }
+}
+
+async function waitUntilNewRun(client: Client, workflowId: string, runId: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await client.workflow.getHandle(workflowId).describe()).runId !== runId) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${workflowId} did not continue as new`);
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,213 @@
+import { randomBytes } from 'node:crypto';
+import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { ApplicationFailure, type DataConverter } from '@temporalio/common';
+import { Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { Activities, StripeActivities } from '../../activities';
+import type { SealedCustomer } from '../../src/customers/customer-types';
+import type { FirstPayment } from '../../src/stripe/first-payment';
+import { runWorkersUntil } from '../../src/worker/worker';
+import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
+import type { CreateSubscriptionInput, SubscriptionView } from '../../workflows/subscription-contracts';
+
+/**
+ * Activity fakes for the subscription workflows: the same names as the real activities,
+ * on the same two task queues, recording every call per workflow id in the order they
+ * ran. What a workflow meets (first payment, injected failures, delays) is set per
+ * workflow id, so workflows running side by side do not disturb each other.
+ */
+
+type GeneralFakes = Pick<
+  Activities,
+  'storeCustomer' | 'shredCustomer' | 'recordAudit' | 'recordSubscription' | 'provisionEntitlements' | 'revokeEntitlements' | 'markSubscriptionActive'
+>;
+type StripeFakes = Pick<
+  StripeActivities,
+  | 'createStripeCustomer'
+  | 'deleteStripeCustomer'
+  | 'attachPaymentMethod'
+  | 'detachPaymentMethod'
+  | 'createStripeSubscription'
+  | 'cancelStripeSubscription'
+  | 'refundInvoice'
+>;
+export type FakeActivityName = keyof GeneralFakes | keyof StripeFakes;
+
+export interface FakeCall {
+  readonly name: FakeActivityName;
+  readonly input: any;
+  readonly attempt: number;
+}
+
+export interface Scenario {
+  /** What createStripeSubscription reports (default: paid). */
+  firstPayment?: FirstPayment;
+  /** Activities that fail for good (a non-retryable failure of type InjectedFailure). */
+  failing?: FakeActivityName[];
+  /** Activities that fail this many times (retryable) before they succeed. */
+  flaky?: Partial<Record<FakeActivityName, number>>;
+  /** Activities that take this long (ms). */
+  delays?: Partial<Record<FakeActivityName, number>>;
+}
+
+/** Bookkeeping calls, left out of {@link SubscriptionFakes.sagaCalls}. */
+const BOOKKEEPING: readonly FakeActivityName[] = ['recordAudit', 'recordSubscription'];
+
+export const FIRST_INVOICE = { invoiceId: 'in_first', amount: 1500, currency: 'eur' } as const;
+
+export function createSubscriptionFakes() {
+  const scenarios = new Map<string, Scenario>();
+  const calls = new Map<string, FakeCall[]>();
+
+  function fake<I, R>(name: FakeActivityName, answer: (input: I) => R): (input: I) => Promise<R> {
+    return async (input: I): Promise<R> => {
+      const info = Context.current().info;
+      const workflowId = info.workflowExecution?.workflowId ?? 'unknown';
+      const scenario = scenarios.get(workflowId) ?? {};
+      const list = calls.get(workflowId) ?? [];
+      calls.set(workflowId, list);
+      list.push({ name, input, attempt: info.attempt });
+      const delay = scenario.delays?.[name];
+      if (delay) await new Promise((resolve) => setTimeout(resolve, delay));
+      if (scenario.failing?.includes(name)) throw ApplicationFailure.create({ type: 'InjectedFailure', nonRetryable: true, message: `${name} failed (injected)` });
+      if (info.attempt <= (scenario.flaky?.[name] ?? 0)) throw ApplicationFailure.create({ type: 'InjectedFlake', message: `${name} flaked (injected)` });
+      return answer(input);
+    };
+  }
+
+  let sequence = 0;
+  const general: GeneralFakes = {
+    storeCustomer: fake('storeCustomer', () => undefined),
+    shredCustomer: fake('shredCustomer', () => ({ destroyedKeyIds: ['00000000-0000-4000-8000-000000000000'] })),
+    recordAudit: fake('recordAudit', () => ({ seq: String(++sequence), hash: '0'.repeat(64) })),
+    recordSubscription: fake('recordSubscription', () => undefined),
+    provisionEntitlements: fake('provisionEntitlements', () => ({ granted: true })),
+    revokeEntitlements: fake('revokeEntitlements', () => ({ revoked: 1 })),
+    markSubscriptionActive: fake('markSubscriptionActive', () => undefined),
+  };
+  const stripe: StripeFakes = {
+    createStripeCustomer: fake('createStripeCustomer', () => ({ stripeCustomerId: 'cus_fake' })),
+    deleteStripeCustomer: fake('deleteStripeCustomer', () => ({ deleted: true })),
+    attachPaymentMethod: fake('attachPaymentMethod', () => ({ stripeCustomerId: 'cus_fake' })),
+    detachPaymentMethod: fake('detachPaymentMethod', () => ({ detached: true })),
+    createStripeSubscription: fake('createStripeSubscription', () => {
+      const workflowId = Context.current().info.workflowExecution?.workflowId ?? 'unknown';
+      const firstPayment = scenarios.get(workflowId)?.firstPayment ?? 'paid';
+      return {
+        stripeSubscriptionId: 'sub_fake',
+        stripeStatus: firstPayment === 'paid' ? 'active' : 'incomplete',
+        latestInvoiceId: FIRST_INVOICE.invoiceId,
+        paymentIntentId: 'pi_first',
+        amountDue: FIRST_INVOICE.amount,
+        currency: FIRST_INVOICE.currency,
+        firstPayment,
+        declineCode: firstPayment === 'failed' ? 'card_declined' : null,
+      };
+    }),
+    cancelStripeSubscription: fake('cancelStripeSubscription', (input) => ({
+      outcome: input.atPeriodEnd ? ('cancel_at_period_end' as const) : ('canceled' as const),
+      voidedInvoiceId: null,
+    })),
+    refundInvoice: fake('refundInvoice', (input) => ({
+      refundId: `re_fake_${++sequence}`,
+      invoiceId: input.invoiceId,
+      amount: input.amount ?? 1500,
+      currency: 'eur',
+      status: 'succeeded',
+    })),
+  };
+
+  return {
+    general,
+    stripe,
+    /** Sets (or replaces) what the workflow with this id will meet. */
+    scenario(workflowId: string, scenario: Scenario): void {
+      scenarios.set(workflowId, scenario);
+    },
+    /** Every call of the workflow's activities, in the order they ran, retries included. */
+    callsOf(workflowId: string): FakeCall[] {
+      return [...(calls.get(workflowId) ?? [])];
+    },
+    /** The names of the saga's own calls (audit and record-keeping left out), in order. */
+    sagaCalls(workflowId: string): FakeActivityName[] {
+      return (calls.get(workflowId) ?? []).filter((c) => !BOOKKEEPING.includes(c.name)).map((c) => c.name);
+    },
+    inputsOf(workflowId: string, name: FakeActivityName): any[] {
+      return (calls.get(workflowId) ?? []).filter((c) => c.name === name).map((c) => c.input);
+    },
+  };
+}
+
+export type SubscriptionFakes = ReturnType<typeof createSubscriptionFakes>;
+
+/** A workflow worker and a Stripe-queue worker, both with the fakes, running until `stop`. */
+export async function runFakeWorkers(options: {
+  readonly connection: NativeConnection;
+  readonly namespace: string;
+  readonly taskQueue: string;
+  readonly fakes: SubscriptionFakes;
+  readonly workflowBundle: WorkflowBundleWithSourceMap;
+  /** Omitted: the SDK's default (plain JSON, no codec). */
+  readonly dataConverter?: DataConverter;
+}): Promise<{ stop(): Promise<void> }> {
+  const common = {
+    connection: options.connection,
+    namespace: options.namespace,
+    ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
+  };
+  const general = await Worker.create({ ...common, taskQueue: options.taskQueue, workflowBundle: options.workflowBundle, activities: options.fakes.general });
+  const stripe = await Worker.create({ ...common, taskQueue: `${options.taskQueue}${STRIPE_QUEUE_SUFFIX}`, activities: options.fakes.stripe });
+  let release!: () => void;
+  const running = runWorkersUntil([general, stripe], new Promise<void>((resolve) => (release = resolve)));
+  return {
+    async stop() {
+      release();
+      await running;
+    },
+  };
+}
+
+/** A sealed customer whose "ciphertext" is obviously fake: no personal data, no key needed. */
+export function fakeSealedCustomer(customerId = `cust_${randomBytes(12).toString('hex')}`): SealedCustomer {
+  const fakeCiphertext = (field: string) => Buffer.from(`fake-ciphertext-of-${field}`).toString('base64');
+  return {
+    customerId,
+    region: 'eu',
+    country: 'DE',
+    dataKeyId: '00000000-0000-4000-8000-000000000001',
+    fields: { email: fakeCiphertext('email'), name: fakeCiphertext('name') },
+  };
+}
+
+export function newSubscriptionId(): string {
+  return `sub_ll_${randomBytes(12).toString('hex')}`;
+}
+
+export function subscriptionInput(overrides: Partial<CreateSubscriptionInput> = {}): CreateSubscriptionInput {
+  return {
+    subscriptionId: newSubscriptionId(),
+    customer: fakeSealedCustomer(),
+    priceId: 'price_fake_monthly',
+    paymentMethodId: 'pm_card_visa',
+    requestedBy: 'svc-test',
+    paymentWindowSeconds: 60,
+    ...overrides,
+  };
+}
+
+/** Polls the `subscriptionState` query until `predicate` holds (the signal it waits for is asynchronous). */
+export async function waitForView(client: Client, workflowId: string, predicate: (view: SubscriptionView) => boolean, timeoutMs = 15_000): Promise<SubscriptionView> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const view = await client.workflow.getHandle(workflowId).query<SubscriptionView>('subscriptionState');
+      if (predicate(view)) return view;
+      last = view;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`subscription ${workflowId} never reached the expected state; last: ${JSON.stringify(last)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

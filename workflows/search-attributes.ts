@@ -1,0 +1,13 @@
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+/**
+ * The search attributes workflow code sets: the same keys as src/temporal/search-attributes.ts
+ * (which the sandbox rule keeps out of workflow code); a unit test holds the two equal.
+ * Opaque ids and states only: search attributes are not encrypted.
+ */
+export const WORKFLOW_SEARCH_ATTRIBUTES = {
+  CustomerId: defineSearchAttributeKey('CustomerId', SearchAttributeType.KEYWORD),
+  SubscriptionId: defineSearchAttributeKey('SubscriptionId', SearchAttributeType.KEYWORD),
+  BillingStatus: defineSearchAttributeKey('BillingStatus', SearchAttributeType.KEYWORD),
+  SagaStep: defineSearchAttributeKey('SagaStep', SearchAttributeType.KEYWORD),
+} as const;
