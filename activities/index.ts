@@ -4,6 +4,7 @@ import type { DataKeys } from '../src/crypto/data-keys';
 import type { Envelope } from '../src/crypto/envelope';
 import type { Db } from '../src/db/database';
 import { createAuditActivities } from './audit';
+import { heartbeating } from './heartbeat';
 import { createCanaryActivities } from './canary';
 import { createCustomerActivities, createStripeCustomerActivities } from './customers';
 import { createStripeSubscriptionActivities, createSubscriptionActivities } from './subscriptions';
@@ -31,10 +32,10 @@ export function createActivities(deps: ActivityDeps) {
 
 /** Activities that call Stripe, for the rate-capped Stripe task queue. */
 export function createStripeActivities(deps: ActivityDeps) {
-  return {
+  return heartbeating({
     ...createStripeCustomerActivities(deps),
     ...createStripeSubscriptionActivities(deps),
-  };
+  });
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -14,6 +14,8 @@ export function stripeStep(): ActivityOptions {
   return {
     taskQueue: `${workflowInfo().taskQueue}${STRIPE_QUEUE_SUFFIX}`,
     startToCloseTimeout: '1 minute',
+    // The activities heartbeat while Stripe answers: a worker that dies mid-call is noticed in seconds.
+    heartbeatTimeout: '10 seconds',
     retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes', maximumAttempts: 15 },
   };
 }

@@ -18,12 +18,32 @@ export interface RecordedRequest {
  */
 export async function startRecordingProxy(target: string) {
   const requests: RecordedRequest[] = [];
+  const holds: { match: (method: string, path: string) => boolean; ms: number; times: number }[] = [];
+  const held: { method: string; path: string; idempotencyKey: string | undefined }[] = [];
+  const abandoned: { method: string; path: string; idempotencyKey: string | undefined }[] = [];
   const failures: { match: (method: string, path: string) => boolean; status: number; body: unknown; times: number }[] = [];
   const upstream = new URL(target);
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      const hold = holds.find((h) => h.times > 0 && h.match(req.method!, req.url!));
+      if (hold) {
+        hold.times -= 1;
+        const request = { method: req.method!, path: req.url!.split('?')[0]!, idempotencyKey: req.headers['idempotency-key'] as string | undefined };
+        held.push(request);
+        let callerGone = false;
+        res.on('close', () => (callerGone = !res.writableEnded));
+        setTimeout(() => {
+          // The caller died while we held its request: it never reached Stripe.
+          if (callerGone) return void abandoned.push(request);
+          forward();
+        }, hold.ms);
+        return;
+      }
+      forward();
+    });
+    const forward = () => {
       const raw = Buffer.concat(chunks);
       const record = (status: number) =>
         requests.push({
@@ -41,7 +61,7 @@ export async function startRecordingProxy(target: string) {
         res.writeHead(failure.status, { 'content-type': 'application/json' });
         return void res.end(JSON.stringify(failure.body));
       }
-      const forward = http.request(
+      const upstreamRequest = http.request(
         { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
         (answer) => {
           record(answer.statusCode ?? 0);
@@ -49,17 +69,24 @@ export async function startRecordingProxy(target: string) {
           answer.pipe(res);
         },
       );
-      forward.on('error', () => {
+      upstreamRequest.on('error', () => {
         record(502);
         res.writeHead(502).end();
       });
-      forward.end(raw);
-    });
+      upstreamRequest.end(raw);
+    };
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests,
+    /** Requests held so far, and those whose caller went away while held (never forwarded). */
+    held,
+    abandoned,
+    /** Holds the next matching request for `ms` before forwarding it, as a slow Stripe would. */
+    holdNext(match: (method: string, path: string) => boolean, ms: number, times = 1) {
+      holds.push({ match, ms, times });
+    },
     failNext(match: (method: string, path: string) => boolean, status: number, body: unknown, times = 1) {
       failures.push({ match, status, body, times });
     },

@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createDb, type Db } from '../../src/db/database';
+import type { RunningServer } from '../../src/runtime';
+import type { Services } from '../../src/services';
+import { startRecordingProxy, type RecordedRequest } from '../support/recording-proxy';
+import { startTestApi } from '../support/runtime';
+import { spawnCli, type SpawnedCli } from '../support/spawn';
+import { testConfig, testEnv, testStack } from '../support/stack';
+import { tokenFor } from '../support/tokens';
+
+/**
+ * The subscription API against the real saga: workers run as `ledgerlock worker`
+ * processes, Stripe is stripe-mock behind a recording proxy that counts every request
+ * and its idempotency key.
+ */
+describe('subscriptions through the API', () => {
+  const taskQueue = `subscriptions-${process.pid}`;
+  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
+  let api: RunningServer & { services: Services };
+  let db: Db;
+  let worker: SpawnedCli;
+  let token: string;
+  let workerEnv: Record<string, string>;
+
+  const startWorker = async () => {
+    const started = spawnCli(['worker'], workerEnv);
+    await started.waitFor('worker polling', 60_000);
+    return started;
+  };
+
+  beforeAll(async () => {
+    proxy = await startRecordingProxy(testStack().stripeApiUrl);
+    const overrides = { STRIPE_API_URL: proxy.url, TEMPORAL_TASK_QUEUE: taskQueue };
+    workerEnv = testEnv({ ...overrides, LOG_LEVEL: 'info' });
+    const config = testConfig(overrides);
+    [api, worker] = await Promise.all([startTestApi(config), startWorker()]);
+    db = createDb(config.databaseUrl, { max: 2 });
+    token = await tokenFor(config, 'svc-billing', ['subscriptions:write', 'subscriptions:read', 'refunds:write']);
+  });
+  afterAll(async () => {
+    worker?.child.kill('SIGTERM');
+    await worker?.exited;
+    await api?.stop();
+    await db?.destroy();
+    await proxy?.close();
+  });
+
+  const headers = (extra: Record<string, string> = {}) => ({ authorization: `Bearer ${token}`, 'content-type': 'application/json', ...extra });
+  const create = (key: string, overrides: Record<string, unknown> = {}) =>
+    fetch(`${api.url}/v1/subscriptions`, {
+      method: 'POST',
+      headers: headers({ 'idempotency-key': key }),
+      body: JSON.stringify({
+        customer: { email: `sub-${key}@example.com`, name: 'Sub Scriber', country: 'NL' },
+        priceId: 'price_basic',
+        paymentMethodId: 'pm_card_visa',
+        metadata: { plan: 'basic' },
+        ...overrides,
+      }),
+    });
+  const state = async (id: string) => {
+    const res = await fetch(`${api.url}/v1/subscriptions/${id}`, { headers: headers() });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  const until = (id: string, status: string, source?: 'workflow' | 'database') =>
+    vi.waitFor(
+      async () => {
+        const s = await state(id);
+        expect(s.body.status).toBe(status);
+        if (source) expect(s.body.source).toBe(source);
+        return s.body;
+      },
+      { timeout: 45_000, interval: 200 },
+    );
+  const requestsOf = (subscriptionId: string): RecordedRequest[] =>
+    proxy.requests.filter((r) => r.idempotencyKey?.startsWith(`subscription:${subscriptionId}:`));
+
+  let activeId: string;
+
+  it('creates a subscription through the saga to active, one Stripe request per idempotency key', async () => {
+    const res = await create('sub-happy');
+    expect(res.status).toBe(202);
+    const body = (await res.json()) as { subscriptionId: string; workflowId: string; status: string };
+    expect(body).toMatchObject({ status: 'pending', workflowId: `subscription:${body.subscriptionId}` });
+    expect(res.headers.get('location')).toBe(`/v1/subscriptions/${body.subscriptionId}`);
+    activeId = body.subscriptionId;
+
+    const active = await until(activeId, 'active');
+    expect(active).toMatchObject({ source: 'workflow', sagaStep: 'completed' });
+    expect(active.stripeSubscriptionId).toMatch(/^sub_/);
+
+    const keys = requestsOf(activeId).map((r) => r.idempotencyKey);
+    expect(keys.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(keys).size).toBe(keys.length);
+    const sent = requestsOf(activeId).find((r) => r.method === 'POST' && r.path === '/v1/subscriptions')!;
+    expect(sent.body.get('payment_behavior')).toBe('default_incomplete');
+    expect(sent.body.get('metadata[ledgerlock_subscription_id]')).toBe(activeId);
+    expect(sent.body.get('items[0][price]')).toBe('price_basic');
+
+    const entitlements = await db.selectFrom('entitlements').selectAll().where('subscription_id', '=', activeId).execute();
+    expect(entitlements).toHaveLength(1);
+  });
+
+  it('answers the same Idempotency-Key with the same subscription and starts no second saga', async () => {
+    const before = requestsOf(activeId).length;
+    const again = await create('sub-happy');
+    expect(again.status).toBe(202);
+    expect(((await again.json()) as { subscriptionId: string }).subscriptionId).toBe(activeId);
+    const conflict = await create('sub-happy', { priceId: 'price_premium' });
+    expect(conflict.status).toBe(409);
+    expect(requestsOf(activeId).length).toBe(before);
+  });
+
+  it('rejects bad input with a problem naming each field, card data included, and a missing Idempotency-Key', async () => {
+    const bad = await create('sub-bad', { paymentMethodId: '4242424242424242', priceId: 'basic', card: { number: '4242424242424242' } });
+    expect(bad.status).toBe(400);
+    const fields = ((await bad.json()) as { errors: { field: string }[] }).errors.map((e) => e.field);
+    expect(fields).toEqual(expect.arrayContaining(['body.paymentMethodId', 'body.priceId', 'body']));
+    const noKey = await fetch(`${api.url}/v1/subscriptions`, { method: 'POST', headers: headers(), body: '{}' });
+    expect(noKey.status).toBe(400);
+    expect(JSON.stringify(await noKey.json())).toContain('header.Idempotency-Key');
+  });
+
+  it('undoes everything for an unknown price, and GET answers failed with the reason from PostgreSQL', async () => {
+    proxy.failNext((method, path) => method === 'POST' && path.startsWith('/v1/subscriptions'), 400, {
+      error: { type: 'invalid_request_error', code: 'resource_missing', param: 'items[0][price]', message: "No such price: 'price_gone'" },
+    });
+    const res = await create('sub-unknown-price', { priceId: 'price_gone' });
+    const { subscriptionId } = (await res.json()) as { subscriptionId: string };
+    // Once the workflow has ended, PostgreSQL answers.
+    const failed = await until(subscriptionId, 'failed', 'database');
+    expect(failed.failure).toMatchObject({ type: 'StripeInvalidRequest' });
+    const sent = requestsOf(subscriptionId).map((r) => `${r.method} ${r.path.replace(/\/(cus|sub)_[A-Za-z0-9]+/g, '/$1_…')}`);
+    // Undone last-first: the Stripe customer deleted (at Stripe that detaches its payment
+    // methods too). stripe-mock's fixture says the payment method belongs to another
+    // customer, so the detach compensation rightly leaves it alone.
+    expect(sent).toEqual([
+      'POST /v1/customers',
+      'POST /v1/payment_methods/pm_card_visa/attach',
+      'POST /v1/customers/cus_…',
+      'POST /v1/subscriptions',
+      'DELETE /v1/customers/cus_…',
+    ]);
+    const customer = await db.selectFrom('customers').select('status').where('id', '=', failed.customerId as string).executeTakeFirst();
+    expect(customer?.status).toBe('erased');
+  });
+
+  it('finishes a saga whose worker was SIGKILLed mid-call, with exactly one Stripe request per idempotency key', async () => {
+    // Stripe is slow to answer the subscription create: the worker is killed while it waits.
+    proxy.holdNext((method, path) => method === 'POST' && path === '/v1/subscriptions', 15_000);
+    const res = await create(`sub-crash-${randomUUID()}`);
+    const { subscriptionId } = (await res.json()) as { subscriptionId: string };
+    await vi.waitFor(() => expect(proxy.held.some((r) => r.idempotencyKey?.startsWith(`subscription:${subscriptionId}:`))).toBe(true), {
+      timeout: 30_000,
+      interval: 100,
+    });
+    worker.child.kill('SIGKILL');
+    await worker.exited;
+    worker = await startWorker();
+
+    await until(subscriptionId, 'active');
+    await vi.waitFor(() => expect(proxy.abandoned.some((r) => r.idempotencyKey?.startsWith(`subscription:${subscriptionId}:`))).toBe(true), {
+      timeout: 20_000,
+    });
+    const keys = requestsOf(subscriptionId).map((r) => r.idempotencyKey);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(keys).toContain(`subscription:${subscriptionId}:create-stripe-subscription`);
+  });
+
+  it('cancels immediately through the update, then answers from PostgreSQL once the workflow ended', async () => {
+    const res = await fetch(`${api.url}/v1/subscriptions/${activeId}/cancel`, { method: 'POST', headers: headers(), body: JSON.stringify({ atPeriodEnd: false }) });
+    expect(res.status).toBe(200);
+    const canceled = await until(activeId, 'canceled', 'database');
+    expect(canceled.cancelAtPeriodEnd).toBe(false);
+    const again = await fetch(`${api.url}/v1/subscriptions/${activeId}/cancel`, { method: 'POST', headers: headers(), body: JSON.stringify({ atPeriodEnd: false }) });
+    expect([404, 409]).toContain(again.status);
+    const badBody = await fetch(`${api.url}/v1/subscriptions/${activeId}/cancel`, { method: 'POST', headers: headers(), body: JSON.stringify({ atPeriodEnd: 'now' }) });
+    expect(badBody.status).toBe(400);
+  });
+});
