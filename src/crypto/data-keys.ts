@@ -42,15 +42,20 @@ export class DataKeys {
     if (cached) return cached;
     const known = this.activeKeyIds.get(customerId);
     if (known && known.expiresAt > Date.now()) return { keyId: known.keyId, key: await this.key(known.keyId) };
-    const existing = await this.deps.db
+    const existingId = await this.activeKeyId(customerId);
+    const active = existingId ? { keyId: existingId, key: await this.key(existingId) } : await this.create(customerId, region);
+    this.activeKeyIds.set(customerId, { keyId: active.keyId, expiresAt: Date.now() + this.deps.config.dataKeyCache.maxAgeMs });
+    return active;
+  }
+
+  private async activeKeyId(customerId: string): Promise<string | undefined> {
+    const row = await this.deps.db
       .selectFrom('data_keys')
       .select('id')
       .where('customer_id', '=', customerId)
       .where('status', '=', 'active')
       .executeTakeFirst();
-    const active = existing ? { keyId: existing.id, key: await this.key(existing.id) } : await this.create(customerId, region);
-    this.activeKeyIds.set(customerId, { keyId: active.keyId, expiresAt: Date.now() + this.deps.config.dataKeyCache.maxAgeMs });
-    return active;
+    return row?.id;
   }
 
   private async create(customerId: string, region: string): Promise<{ keyId: string; key: KeyObject }> {
@@ -78,13 +83,10 @@ export class DataKeys {
     if (!inserted) {
       // Another request created the customer's key first: use that one, forget ours.
       plaintext.fill(0);
-      const winner = await this.deps.db
-        .selectFrom('data_keys')
-        .select('id')
-        .where('customer_id', '=', customerId)
-        .where('status', '=', 'active')
-        .executeTakeFirstOrThrow();
-      return { keyId: winner.id, key: await this.key(winner.id) };
+      const winnerId = await this.activeKeyId(customerId);
+      // Created and destroyed (erased) in the same instant: nothing may be sealed for them now.
+      if (!winnerId) throw new Error(`customer ${customerId} has no active data key`);
+      return { keyId: winnerId, key: await this.key(winnerId) };
     }
     const key = this.deps.cache.put(row.id, plaintext);
     plaintext.fill(0);
