@@ -20,9 +20,9 @@ const AUDIT_APPEND_LOCK = '7302741001';
  * Appends an entry, or returns the one already stored under its idempotency key (then
  * nothing is written: an activity retry is harmless, even with another `occurredAt`).
  *
- * The entry's seq comes from the identity column under the lock, so seqs are contiguous;
- * only a transaction failing between its insert and its commit could leave a gap, which
- * verification then reports, deliberately loudly.
+ * The entry's seq comes from the identity column under the lock. Seqs may have gaps (a
+ * transaction failing after its insert, sequence values skipped after a crash): the hash
+ * links, not the seqs, are what verification checks.
  *
  * @throws AuditInputError before any database work when the entry is refused.
  */
@@ -62,9 +62,9 @@ export async function listAuditEntries(db: Db, options: { afterSeq?: string | un
 
 /**
  * Walks the whole chain, a batch at a time, and names the first entry that fails:
- * a gap in seq (a deleted entry: the one after the gap), a `prev_hash` that does not
- * link to the previous entry (reordered or relinked), or content that no longer matches
- * its hash (edited). Deleting the newest entries leaves no trace here: compare the last
+ * a `prev_hash` that does not link to the previous entry (an entry deleted before it, named
+ * as missing when its seq also skips; or reordered, relinked), or content that no longer
+ * matches its hash (edited). Deleting the newest entries leaves no trace here: compare the last
  * hash with one kept elsewhere for that.
  */
 export async function verifyAuditChain(db: Db, options: { batchSize?: number } = {}): Promise<AuditChainVerdict> {
@@ -76,11 +76,13 @@ export async function verifyAuditChain(db: Db, options: { batchSize?: number } =
     const rows = await db.selectFrom('audit_log').selectAll().where('seq', '>', prevSeq.toString()).orderBy('seq').limit(batchSize).execute();
     for (const row of rows) {
       const seq = BigInt(row.seq);
-      if (seq !== prevSeq + 1n) {
-        const missing = seq - prevSeq === 2n ? `entry #${prevSeq + 1n} is` : `entries #${prevSeq + 1n} to #${seq - 1n} are`;
-        return { ok: false, brokenAt: row.seq, reason: `${missing} missing` };
-      }
+      // The hash links, not the seqs, prove nothing is missing: PostgreSQL may skip sequence
+      // values (after a crash), but a deleted entry breaks the next one's link.
       if (row.prev_hash !== prevHash) {
+        if (seq !== prevSeq + 1n) {
+          const missing = seq - prevSeq === 2n ? `entry #${prevSeq + 1n} is` : `entries #${prevSeq + 1n} to #${seq - 1n} are`;
+          return { ok: false, brokenAt: row.seq, reason: `${missing} missing` };
+        }
         return { ok: false, brokenAt: row.seq, reason: prevSeq === 0n ? 'the first entry does not start the chain' : `it does not link to entry #${prevSeq}` };
       }
       if (auditHash(row.prev_hash, toContent(row)) !== row.hash) {

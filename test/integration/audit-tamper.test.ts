@@ -57,6 +57,25 @@ describe('audit trail tampering', () => {
     expect(await privilege(owner, sql<{ ok: boolean }>`select has_table_privilege(${APP_ROLE}, 'audit_log', 'UPDATE') as ok`)).toBe(false);
   });
 
+  it('accepts sequence values PostgreSQL skipped (as after a crash) when every link holds', async () => {
+    const scratch = new URL(databaseUrl);
+    scratch.pathname = `${scratch.pathname}_gap`;
+    await ensureDatabase(scratch.toString());
+    const db = createDb(scratch.toString(), { max: 1 });
+    try {
+      await migrate(db);
+      const entry = (n: number) => ({ idempotencyKey: `gap-${n}`, actor: 'svc-test', action: 'test.gap', subjectType: 'test', subjectId: `t${n}` });
+      await appendAuditEntry(db, entry(1));
+      await sql`select setval(pg_get_serial_sequence('audit_log', 'seq'), 40)`.execute(db);
+      const after = await appendAuditEntry(db, entry(2));
+      expect(after.seq).toBe('41');
+      expect(await verifyAuditChain(db)).toEqual({ ok: true, entries: 2 });
+    } finally {
+      await db.destroy();
+      await dropDatabase(scratch.toString());
+    }
+  });
+
   it('names the first broken entry when content is edited, a link forged or an entry deleted', async () => {
     const app = createDb(databaseUrl, { role: APP_ROLE, max: 1 });
     try {
