@@ -168,6 +168,24 @@ describe('subscriptions through the API', () => {
     expect(keys).toContain(`subscription:${subscriptionId}:create-stripe-subscription`);
   });
 
+  it('refuses refunds it cannot make with a problem, before anything reaches Stripe', async () => {
+    const refund = (body: unknown, extra: Record<string, string> = { 'idempotency-key': `refund-${randomUUID()}` }) =>
+      fetch(`${api.url}/v1/subscriptions/${activeId}/refunds`, { method: 'POST', headers: headers(extra), body: JSON.stringify(body) });
+    const before = proxy.requests.length;
+    const unknownInvoice = await refund({ invoiceId: 'in_notours', amount: 100 });
+    expect(unknownInvoice.status).toBe(422);
+    expect(((await unknownInvoice.json()) as { type: string }).type).toBe('urn:ledgerlock:InvoiceNotRefundable');
+    expect((await refund({ invoiceId: 'in_x', amount: -5 })).status).toBe(400);
+    expect((await refund({ invoiceId: 'in_x' }, {})).status).toBe(400);
+    const noScope = await fetch(`${api.url}/v1/subscriptions/${activeId}/refunds`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await tokenFor(testConfig(), 'svc-readonly', ['subscriptions:read'])}`, 'content-type': 'application/json', 'idempotency-key': 'r' },
+      body: JSON.stringify({ invoiceId: 'in_x' }),
+    });
+    expect(noScope.status).toBe(403);
+    expect(proxy.requests.length).toBe(before);
+  });
+
   it('cancels immediately through the update, then answers from PostgreSQL once the workflow ended', async () => {
     const res = await fetch(`${api.url}/v1/subscriptions/${activeId}/cancel`, { method: 'POST', headers: headers(), body: JSON.stringify({ atPeriodEnd: false }) });
     expect(res.status).toBe(200);
