@@ -5,6 +5,7 @@ import { ensureServers } from '../src/stack/servers';
 import { envelopeBenchmark } from './benchmarks/envelope';
 import { roundTripBenchmark } from './benchmarks/roundtrip';
 import { startupBenchmark } from './benchmarks/startup';
+import { subscriptionSagaBenchmark } from './benchmarks/subscription-saga';
 import { RESULTS_DIR, toMarkdown, writeResult, type BenchResult } from './lib';
 
 /**
@@ -21,6 +22,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   startup: () => startupBenchmark(env),
   'workflow-roundtrip': () => roundTripBenchmark(),
   'envelope-encryption': () => envelopeBenchmark(),
+  'subscription-saga': () => subscriptionSagaBenchmark(),
 };
 
 async function main(): Promise<void> {
