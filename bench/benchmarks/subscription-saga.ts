@@ -9,7 +9,7 @@ import { createLogger } from '../../src/log';
 import { startApi } from '../../src/runtime';
 import { createServices } from '../../src/services';
 import { connectClient, connectWorker } from '../../src/temporal/connection';
-import { bundleWorkflows, createWorkers, runWorkersUntil } from '../../src/worker/worker';
+import { bundleWorkflows, createWorkers, quietBundlerLogger, runWorkersUntil } from '../../src/worker/worker';
 import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
 import { subscriptionStateQuery, type SubscriptionView } from '../../workflows/subscription-contracts';
 import { envFor, startTestServers } from '../../test/support/servers';
@@ -83,7 +83,7 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
     const bareQueue = `bench-bare-${runTag}`;
     const bareConnection = await connectWorker(config);
     closers.push(() => bareConnection.close());
-    const bareBundle = await bundleWorkflowCode({ workflowsPath: path.resolve(__dirname, '../workflows/noop.ts'), logger: quietBundler });
+    const bareBundle = await bundleWorkflowCode({ workflowsPath: path.resolve(__dirname, '../workflows/noop.ts'), logger: quietBundlerLogger });
     const bareCommon = {
       connection: bareConnection,
       namespace: config.temporal.namespace,
@@ -335,12 +335,3 @@ function mean(values: readonly number[]): number {
 function round1(value: number): number {
   return Math.round(value * 10) / 10;
 }
-
-const quietBundler = {
-  trace: () => undefined,
-  debug: () => undefined,
-  info: () => undefined,
-  warn: (message: string) => process.stderr.write(`workflow bundler: ${message}\n`),
-  error: (message: string) => process.stderr.write(`workflow bundler: ${message}\n`),
-  log: () => undefined,
-};
