@@ -100,7 +100,3 @@ export async function revokeEntitlements(db: Db, subscriptionId: string): Promis
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
-
-export function activeEntitlements(db: Db, subscriptionId: string) {
-  return db.selectFrom('entitlements').selectAll().where('subscription_id', '=', subscriptionId).where('revoked_at', 'is', null).execute();
-}

@@ -1,7 +1,7 @@
 import type { Worker } from '@temporalio/worker';
 import type { Config } from '../../src/config/config';
 import { createLogger, type Logger } from '../../src/log';
-import { startApi, startCodecServer, type RunningServer } from '../../src/runtime';
+import { startApi, type RunningServer } from '../../src/runtime';
 import { createServices, type Services } from '../../src/services';
 import { connectWorker } from '../../src/temporal/connection';
 import { createWorkers } from '../../src/worker/worker';
@@ -21,18 +21,6 @@ export async function startTestApi(config: Config = testConfig(), log: Logger = 
     services,
     async stop() {
       await api.stop();
-      await services.close();
-    },
-  };
-}
-
-export async function startTestCodecServer(config: Config, log: Logger = quietLog): Promise<RunningServer> {
-  const services = createServices(config, quietLog);
-  const codec = await startCodecServer(config, log, services);
-  return {
-    url: codec.url,
-    async stop() {
-      await codec.stop();
       await services.close();
     },
   };
