@@ -1,5 +1,7 @@
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { WorkflowContinuedAsNewError, type Client } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { tsToMs } from '@temporalio/common/lib/time';
@@ -123,12 +125,15 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
         latenciesMs.push(performance.now() - started);
         workflowIds.push(workflowId);
       });
-      // Outside the clock: every one of them answers active, as GET /v1/subscriptions/:id would.
-      for (const workflowId of workflowIds) {
+      return { seconds, latenciesMs, postMs, workflowIds };
+    };
+    /** Outside the clock (and the CPU count): every saga of a round answers active, as GET /v1/subscriptions/:id would. */
+    const checkActive = async (round: Round): Promise<Round> => {
+      for (const workflowId of round.workflowIds) {
         const view: SubscriptionView = await client.workflow.getHandle(workflowId).query(subscriptionStateQuery);
         if (view.status !== 'active') throw new Error(`${workflowId} is ${view.status} after its saga`);
       }
-      return { seconds, latenciesMs, postMs, workflowIds };
+      return round;
     };
 
     const runBare = async (total: number, input: BareSagaInput): Promise<Round> => {
@@ -147,16 +152,24 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
     return await runWorkersUntil([...sagaWorkers, ...bareWorkers], async () => {
       // Warm up (JIT, KMS keys, pools, workflow caches), then read one saga's history to
       // learn how many activities it runs and on which queue.
-      const warm = await runSagas(WARM_UP);
+      const warm = await checkActive(await runSagas(WARM_UP));
       const lanes = lanesOf(await firstRunHistory(client, warm.workflowIds[0]!));
       const bareInput: BareSagaInput = { lanes };
       await runBare(WARM_UP, bareInput);
 
       let bestSaga: Round | undefined;
       let bestBare: Round | undefined;
+      const sagaCpu: Record<string, number> = {};
+      const bareCpu: Record<string, number> = {};
+      const measuredCpu = async (into: Record<string, number>, run: () => Promise<Round>): Promise<Round> => {
+        const before = cpuSeconds();
+        const result = await run();
+        for (const [name, seconds] of Object.entries(cpuSeconds())) into[name] = (into[name] ?? 0) + seconds - (before[name] ?? 0);
+        return result;
+      };
       for (let round = 0; round < ROUNDS; round++) {
-        const bare = await runBare(SAGAS, bareInput);
-        const saga = await runSagas(SAGAS);
+        const bare = await measuredCpu(bareCpu, () => runBare(SAGAS, bareInput));
+        const saga = await checkActive(await measuredCpu(sagaCpu, () => runSagas(SAGAS)));
         process.stdout.write(
           `  round ${round + 1}: bare ${(SAGAS / bare.seconds).toFixed(1)}/s (p50 ${percentile(bare.latenciesMs, 0.5).toFixed(0)} ms), ` +
             `saga ${(SAGAS / saga.seconds).toFixed(1)}/s (p50 ${percentile(saga.latenciesMs, 0.5).toFixed(0)} ms)\n`,
@@ -179,6 +192,13 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
       const barePerSecond = SAGAS / bestBare!.seconds;
       const ratio = sagasPerSecond / barePerSecond;
       const onSecondQueue = lanes.filter((l) => l === 'stripe').length;
+      const cpuMsPerRun = (cpu: Record<string, number>) =>
+        Object.entries(cpu)
+          .filter(([, seconds]) => (seconds * 1000) / (SAGAS * ROUNDS) >= 0.5)
+          .sort((a, b) => b[1] - a[1])
+          .map(([name, seconds]) => `${name} ${((seconds * 1000) / (SAGAS * ROUNDS)).toFixed(0)}`)
+          .join(', ');
+      const totalCpuMs = (cpu: Record<string, number>) => round1((Object.values(cpu).reduce((a, b) => a + b, 0) * 1000) / (SAGAS * ROUNDS));
       const slowest = Object.entries(sagaBreakdown.perActivityMs)
         .sort((a, b) => b[1] - a[1])
         .map(([name, ms]) => `${name} ${ms.toFixed(1)}`)
@@ -191,7 +211,8 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
           `settles at once (no paymentOutcome signal needed); Stripe queue cap raised to ${STRIPE_CAP}/s so that the production cap ` +
           `(Temporal's own limiter, default 20/s) does not set the pace. Baseline: a bare workflow running the same ${lanes.length} ` +
           `no-op activities in the same order (${onSecondQueue} on a second, -stripe queue), same dev server, client, data converter, N ` +
-          `and concurrency. Best of ${ROUNDS} alternated rounds each, after ${WARM_UP} warm-up runs of each.`,
+          `and concurrency. Best of ${ROUNDS} alternated rounds each, after ${WARM_UP} warm-up runs of each. Details: where a run's ` +
+          `time goes (from the histories of the best rounds) and its CPU cost by process (over all rounds).`,
         measured: { label: 'sagas POST → active', value: sagasPerSecond, unit: '/s' },
         baseline: { label: `bare workflows of ${lanes.length} no-op activities`, value: barePerSecond, unit: '/s' },
         ratio,
@@ -221,6 +242,10 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
           bareWorkflowTasks: round1(bareBreakdown.workflowTasks),
           bareHistoryEvents: round1(bareBreakdown.events),
           sagaActivityExecutionMeanMsByType: slowest,
+          sagaCpuMsPerRun: totalCpuMs(sagaCpu),
+          bareCpuMsPerRun: totalCpuMs(bareCpu),
+          sagaCpuMsPerRunByProcess: cpuMsPerRun(sagaCpu),
+          bareCpuMsPerRunByProcess: cpuMsPerRun(bareCpu),
         },
       };
     });
@@ -320,6 +345,54 @@ function breakdown(histories: readonly (readonly HistoryEvent[])[]): Breakdown {
     searchAttributeUpserts: upserts / n,
     events: eventCount / n,
   };
+}
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/**
+ * CPU seconds used so far, by component: this process (API, workers, their Temporal core
+ * threads, the benchmark's client), each server it started (Temporal dev server,
+ * stripe-mock, the KMS), and PostgreSQL (every backend on the machine: it is not ours to
+ * start). Linux only (/proc); elsewhere only this process.
+ */
+function cpuSeconds(): Record<string, number> {
+  const usage = process.cpuUsage();
+  const totals: Record<string, number> = { 'bench process (API, workers, client)': (usage.user + usage.system) / 1e6 };
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
+  } catch {
+    return totals;
+  }
+  const procs = new Map<number, { ppid: number; ticks: number; comm: string; cmdline: string }>();
+  for (const entry of entries) {
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      procs.set(Number(entry), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]), comm, cmdline });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const ours = (pid: number): boolean => {
+    for (let p = procs.get(pid)?.ppid, hops = 0; p && hops < 20; p = procs.get(p)?.ppid, hops++) if (p === process.pid) return true;
+    return false;
+  };
+  for (const [pid, proc] of procs) {
+    let name: string | undefined;
+    if (proc.comm.startsWith('postgres')) name = 'postgres (all backends)';
+    else if (ours(pid)) name = /kms/.test(proc.cmdline) ? 'kms' : /temporal/.test(proc.comm) ? 'temporal dev server' : proc.comm;
+    if (name) totals[name] = (totals[name] ?? 0) + proc.ticks / CLOCK_TICKS;
+  }
+  return totals;
 }
 
 /** Nearest-rank percentile. */
