@@ -6,6 +6,7 @@ import { envelopeBenchmark } from './benchmarks/envelope';
 import { roundTripBenchmark } from './benchmarks/roundtrip';
 import { startupBenchmark } from './benchmarks/startup';
 import { subscriptionSagaBenchmark } from './benchmarks/subscription-saga';
+import { webhooksBenchmark } from './benchmarks/webhooks';
 import { RESULTS_DIR, toMarkdown, writeResult, type BenchResult } from './lib';
 
 /**
@@ -23,6 +24,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'workflow-roundtrip': () => roundTripBenchmark(),
   'envelope-encryption': () => envelopeBenchmark(),
   'subscription-saga': () => subscriptionSagaBenchmark(),
+  webhooks: () => webhooksBenchmark(env),
 };
 
 async function main(): Promise<void> {

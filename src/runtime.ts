@@ -19,6 +19,9 @@ import { authorize } from './http/auth';
 import { errorMessage, type Logger } from './log';
 import type { Services } from './services';
 import { connectClient, connectWorker } from './temporal/connection';
+import { startWebhookRelay } from './webhooks/relay';
+import { createStripeWebhookRouter } from './webhooks/webhook-routes';
+import { webhookSecrets } from './webhooks/webhook-secrets';
 import { createWorkers } from './worker/worker';
 
 /** Something started that `stop` stops. The services passed in stay open: their creator closes them. */
@@ -68,12 +71,17 @@ export async function startWorker(
   }
 }
 
-/** Starts the HTTP API; resolves once it listens. HTTPS with TLS 1.3 at least when given a certificate. */
+/**
+ * Starts the HTTP API and the webhook relay that delivers recorded Stripe events to their
+ * workflows; resolves once it listens. HTTPS with TLS 1.3 at least when given a certificate.
+ */
 export async function startApi(config: Config, log: Logger, services: Services): Promise<RunningServer> {
   // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
   const guard = authorize(createTokenVerifier(config), log);
+  const secrets = webhookSecrets(config);
   const temporal = await connectClient(config, services.dataConverter);
+  const relay = startWebhookRelay({ db: services.db, temporal, log, maxBackoffMs: config.stripe.webhookRetryMaxMs });
   const app = createApp({
     log,
     healthChecks: healthChecks({ config, temporal, db: services.db, kms: services.kms, stripe: services.stripe }),
@@ -88,13 +96,16 @@ export async function startApi(config: Config, log: Logger, services: Services):
       }),
       createAuditRouter({ db: services.db, authorize: guard }),
     ],
+    rawBodyRouters: [createStripeWebhookRouter({ db: services.db, secrets, log, onRecorded: () => relay.kick() })],
   });
-  try {
-    return await listen(app, config.api, config.apiTls, log, 'api', async () => {
-      await temporal.connection.close();
-    });
-  } catch (err) {
+  const closeClients = async () => {
+    await relay.stop();
     await temporal.connection.close();
+  };
+  try {
+    return await listen(app, config.api, config.apiTls, log, 'api', closeClients);
+  } catch (err) {
+    await closeClients();
     throw err;
   }
 }

@@ -48,6 +48,9 @@ export const SUBSCRIPTION_FAILURE = {
 /** Events per run of {@link SubscriptionWorkflowInput} before continue-as-new, unless the input says otherwise. */
 export const DEFAULT_CONTINUE_AS_NEW_AFTER_EVENTS = 500;
 
+/** Ledgerlock's subscription ids: `sub_ll_` and 20 to 40 lower-case letters or digits. */
+export const SUBSCRIPTION_ID_PATTERN = /^sub_ll_[a-z0-9]{20,40}$/;
+
 /** The workflow id of a subscription: creation saga and entity share it (continue-as-new). */
 export function subscriptionWorkflowId(subscriptionId: string): string {
   return `subscription:${subscriptionId}`;

@@ -33,6 +33,7 @@ import {
   SAGA_STEPS,
   subscriptionCanceledSignal,
   SUBSCRIPTION_FAILURE,
+  SUBSCRIPTION_ID_PATTERN,
   subscriptionStateQuery,
   type CancelSubscriptionRequest,
   type CreateSubscriptionInput,
@@ -55,7 +56,6 @@ type StripeActivities = ReturnType<typeof createStripeCustomerActivities> & Retu
 
 const local = proxyActivities<LocalActivities>(LOCAL_STEP);
 
-const SUBSCRIPTION_ID = /^sub_ll_[a-z0-9]{20,40}$/;
 const EMAIL = /[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}/i;
 const MAX_BUFFERED_SIGNALS = 100;
 const MAX_REFUND_RECORDS = 50;
@@ -334,6 +334,8 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   setHandler(paymentFailedSignal, (e) => onEvent({ ...e, kind: 'paymentFailed' }));
   setHandler(subscriptionCanceledSignal, (e) => onEvent({ ...e, kind: 'subscriptionCanceled' }));
   setHandler(paymentMethodUpdatedSignal, (e) => onEvent({ ...e, kind: 'paymentMethodUpdated' }));
+  // The first invoice's outcome, redelivered or late: the saga settled it before activation. Commands nothing, so replay-safe.
+  setHandler(paymentOutcomeSignal, () => log.info('first payment outcome after activation: already settled'));
 
   setHandler(
     cancelSubscriptionUpdate,
@@ -503,7 +505,7 @@ function validateRefund(state: SubscriptionEntityState, request: RefundInvoiceRe
 function validateCreateInput(input: CreateSubscriptionInput): void {
   const problems: string[] = [];
   if (!isObject(input)) throw invalid(SUBSCRIPTION_FAILURE.invalidInput, 'input must be an object');
-  if (typeof input.subscriptionId !== 'string' || !SUBSCRIPTION_ID.test(input.subscriptionId)) problems.push('subscriptionId must be sub_ll_ and 20 to 40 lower-case letters or digits');
+  if (typeof input.subscriptionId !== 'string' || !SUBSCRIPTION_ID_PATTERN.test(input.subscriptionId)) problems.push('subscriptionId must be sub_ll_ and 20 to 40 lower-case letters or digits');
   if (!isObject(input.customer) || typeof input.customer.customerId !== 'string') problems.push('customer must be a sealed customer');
   if (typeof input.priceId !== 'string' || input.priceId === '') problems.push('priceId must be a Stripe price id');
   if (typeof input.paymentMethodId !== 'string' || !input.paymentMethodId.startsWith('pm_')) problems.push('paymentMethodId must be a Stripe payment method id (pm_…)');

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, type KeyLike } from 'jose';
+import { publishOnce, readIfExists, writeAtomically } from '../local-files';
 
 /** The only algorithm of locally minted tokens. */
 export const LOCAL_SIGNING_ALGORITHM = 'ES256';
@@ -38,13 +38,11 @@ export async function ensureLocalSigningKey(dataDir: string): Promise<LocalSigni
 }
 
 function readPrivateJwk(file: string): JWK | undefined {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = readIfExists(file);
+  return text === undefined ? undefined : parsePrivateJwk(text, file);
+}
+
+function parsePrivateJwk(text: string, file: string): JWK {
   try {
     return JSON.parse(text) as JWK;
   } catch {
@@ -53,22 +51,11 @@ function readPrivateJwk(file: string): JWK | undefined {
   }
 }
 
+/** Generates a key and publishes it, unless another process published first: its key is the one everybody uses. */
 async function publishNewPrivateJwk(file: string): Promise<JWK> {
   const { privateKey } = await generateKeyPair(LOCAL_SIGNING_ALGORITHM, { extractable: true });
   const jwk = await exportJWK(privateKey);
-  const temp = writeTemp(file, `${JSON.stringify(jwk, null, 2)}\n`, 0o600);
-  try {
-    linkSync(temp, file);
-    return jwk;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    // Another process published first: its key is the one everybody uses.
-    const winner = readPrivateJwk(file);
-    if (!winner) throw new Error(`${file} vanished while generating the signing key`);
-    return winner;
-  } finally {
-    rmSync(temp, { force: true });
-  }
+  return parsePrivateJwk(publishOnce(file, `${JSON.stringify(jwk, null, 2)}\n`, 0o600), file);
 }
 
 async function fromPrivateJwk(jwk: JWK, file: string): Promise<LocalSigningKey> {
@@ -87,27 +74,4 @@ async function fromPrivateJwk(jwk: JWK, file: string): Promise<LocalSigningKey> 
     publicKey: publicKey as KeyLike,
     publicJwk: { ...bare, kid, alg: LOCAL_SIGNING_ALGORITHM, use: 'sig' },
   };
-}
-
-function writeAtomically(file: string, content: string, mode: number): void {
-  const temp = writeTemp(file, content, mode);
-  try {
-    renameSync(temp, file);
-  } catch (err) {
-    rmSync(temp, { force: true });
-    throw err;
-  }
-}
-
-/** Writes and fsyncs a uniquely named sibling, so a reader never sees a half-written key. */
-function writeTemp(file: string, content: string, mode: number): string {
-  const temp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  const fd = openSync(temp, 'wx', mode);
-  try {
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  return temp;
 }

@@ -14,7 +14,10 @@ import { AlreadyRunningError } from '../stack/lock';
 import { PortInUseError } from '../stack/local-servers';
 import { StartupError } from '../stack/process';
 import { ensureServers, SetupError } from '../stack/servers';
+import { SUBSCRIPTION_ID_PATTERN } from '../../workflows/subscription-contracts';
 import { formatEndpoints, startStack } from '../stack/start';
+import { createStripe } from '../stripe/stripe-client';
+import { isTriggerEventType, TRIGGER_EVENT_TYPES, triggerStripeEvent, TriggerError } from '../webhooks/trigger';
 
 const USAGE = `Usage: ledgerlock <command>
 
@@ -31,17 +34,21 @@ Commands:
   token --sub <identity> --scopes <a,b,...> [--ttl <seconds>]
                            print an API token signed with the data folder's key
                            (local use only; ttl default 3600)
+  stripe trigger <event-type> --subscription <sub_ll_…> [--invoice <in_…>]
+                 [--payment-method <pm_…>] [--api <url>]
+                           post a signed Stripe event about a subscription to the local
+                           API (local use only); event types: ${TRIGGER_EVENT_TYPES.join(', ')}
 `;
 
 /** The commands `main` understands; docker-compose.yml's services run these. */
-export const COMMANDS = ['codec-server', 'start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'help'] as const;
+export const COMMANDS = ['codec-server', 'start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'stripe', 'help'] as const;
 
 class UsageError extends Error {
   override name = 'UsageError';
 }
 
 /** Errors whose message is written for the operator: printed without a stack trace. */
-const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError];
+const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError, TriggerError];
 
 export function run(argv: string[]): void {
   const [command, ...rest] = argv;
@@ -76,6 +83,8 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
       return kmsDevServer(args);
     case 'token':
       return tokenCommand(args);
+    case 'stripe':
+      return stripeCommand(args);
     case undefined:
     case 'help':
     case '--help':
@@ -214,4 +223,42 @@ function parseScopes(list: string | undefined): Scope[] {
   const unknown = names.filter((name) => !isScope(name));
   if (unknown.length > 0) throw new UsageError(`unknown scope: ${unknown.join(', ')}; valid scopes: ${SCOPES.join(', ')}`);
   return names as Scope[];
+}
+
+/** `stripe trigger <type> --subscription <id>`: prints the event (and invoice) id; exits 1 unless the API accepted it. */
+async function stripeCommand(args: string[]): Promise<void> {
+  let parsed: { values: { subscription?: string; invoice?: string; 'payment-method'?: string; api?: string }; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { subscription: { type: 'string' }, invoice: { type: 'string' }, 'payment-method': { type: 'string' }, api: { type: 'string' } },
+    });
+  } catch (err) {
+    throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
+  }
+  const [sub, type, ...extra] = parsed.positionals;
+  const { values } = parsed;
+  if (sub !== 'trigger' || extra.length > 0) throw new UsageError(`expected stripe trigger <event-type> --subscription <id>\n\n${USAGE}`);
+  if (!type || !isTriggerEventType(type)) throw new UsageError(`event type must be one of ${TRIGGER_EVENT_TYPES.join(', ')}`);
+  if (!values.subscription || !SUBSCRIPTION_ID_PATTERN.test(values.subscription)) throw new UsageError('--subscription <sub_ll_…> is required');
+  if (values.invoice !== undefined && !/^in_[A-Za-z0-9]+$/.test(values.invoice)) throw new UsageError('--invoice must be a Stripe invoice id (in_…)');
+  if (values['payment-method'] !== undefined && !/^pm_[A-Za-z0-9_]+$/.test(values['payment-method'])) throw new UsageError('--payment-method must be a Stripe payment method id (pm_…)');
+  if (values.api !== undefined && !/^https?:\/\/[^\s]+$/.test(values.api)) throw new UsageError('--api must be an http(s) URL');
+
+  const config = loadConfig();
+  const db = createDb(config.databaseUrl, { max: 1, role: config.databaseAppRole });
+  try {
+    const result = await triggerStripeEvent(config, db, createStripe(config), {
+      type,
+      subscriptionId: values.subscription,
+      ...(values.invoice ? { invoiceId: values.invoice } : {}),
+      ...(values['payment-method'] ? { paymentMethodId: values['payment-method'] } : {}),
+      ...(values.api ? { apiUrl: values.api } : {}),
+    });
+    process.stdout.write(`${result.type} ${result.eventId}${result.invoiceId ? ` invoice ${result.invoiceId}` : ''}: HTTP ${result.status} ${result.response}\n`);
+    if (result.status < 200 || result.status > 299) process.exitCode = 1;
+  } finally {
+    await db.destroy();
+  }
 }

@@ -39,6 +39,8 @@ export const ENV_DOCS = {
   TEMPORAL_CLI_PATH: 'use this `temporal` binary instead of building the pinned one',
   STRIPE_SECRET_KEY: 'Stripe secret key; when set without STRIPE_API_URL, real Stripe is used (required in production)',
   STRIPE_API_URL: 'Stripe API base URL (local default: the embedded stripe-mock)',
+  STRIPE_WEBHOOK_SECRET: 'Stripe webhook endpoint secrets (`whsec_…`), comma-separated: add the new one before rolling the endpoint\'s secret, remove the old one after (required in production; locally one is generated into the data folder)',
+  STRIPE_WEBHOOK_RETRY_MAX_SECONDS: 'longest wait between attempts to deliver a recorded webhook event to its workflow while Temporal is unreachable (default 60)',
   STRIPE_MOCK_PORT: 'local stripe-mock port (default 12111)',
   STRIPE_MOCK_PATH: 'use this `stripe-mock` binary instead of building the pinned one',
   KMS_ENDPOINT: 'KMS endpoint URL (local default: the embedded local KMS); unset in production for AWS KMS',
@@ -103,6 +105,11 @@ const rawSchema = z.object({
     .regex(/^(sk|rk)_(test|live)_[A-Za-z0-9_]+$/, 'must be a Stripe secret or restricted key (sk_… or rk_…)')
     .optional(),
   STRIPE_API_URL: optionalUrl,
+  STRIPE_WEBHOOK_SECRET: z
+    .string()
+    .regex(/^whsec_[A-Za-z0-9_+/=-]{16,}(,whsec_[A-Za-z0-9_+/=-]{16,})*$/, 'must be comma-separated Stripe webhook secrets (whsec_…)')
+    .optional(),
+  STRIPE_WEBHOOK_RETRY_MAX_SECONDS: z.coerce.number().positive().max(3600).default(60),
   STRIPE_MOCK_PORT: port.default(12111),
   STRIPE_MOCK_PATH: z.string().min(1).optional(),
   KMS_ENDPOINT: optionalUrl,
@@ -177,6 +184,10 @@ export interface Config {
     readonly mock?: { readonly port: number; readonly executable?: string };
     /** Global cap on the Stripe task queue's activities per second. */
     readonly maxActivitiesPerSecond: number;
+    /** Accepted webhook endpoint secrets. Absent locally: one is generated into `dataDir` (see `webhookSecrets`). */
+    readonly webhookSecrets?: readonly string[];
+    /** The webhook relay's longest backoff between delivery attempts. */
+    readonly webhookRetryMaxMs: number;
   };
   readonly kms: {
     readonly region: string;
@@ -247,7 +258,7 @@ function pickKnown(env: NodeJS.ProcessEnv): Record<string, string> {
 }
 
 function productionProblems(raw: Raw): { variable: string; message: string }[] {
-  const required: EnvName[] = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
+  const required: EnvName[] = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
   return required
     .filter((name) => raw[name] === undefined)
     .map((variable) => ({ variable, message: 'required when LEDGERLOCK_MODE=production' }));
@@ -303,6 +314,8 @@ function build(raw: Raw, cwd: string): Config {
       ...opt('apiUrl', raw.STRIPE_API_URL ?? (runStripeMock ? `http://127.0.0.1:${raw.STRIPE_MOCK_PORT}` : undefined)),
       ...(runStripeMock ? { mock: { port: raw.STRIPE_MOCK_PORT, ...opt('executable', raw.STRIPE_MOCK_PATH) } } : {}),
       maxActivitiesPerSecond: raw.STRIPE_MAX_ACTIVITIES_PER_SECOND,
+      ...opt('webhookSecrets', raw.STRIPE_WEBHOOK_SECRET?.split(',')),
+      webhookRetryMaxMs: raw.STRIPE_WEBHOOK_RETRY_MAX_SECONDS * 1000,
     },
     kms: {
       // Local only: the local KMS only echoes the region in ARNs.

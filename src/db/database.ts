@@ -14,6 +14,7 @@ export interface Database {
   audit_log: AuditLogTable;
   subscriptions: SubscriptionTable;
   entitlements: EntitlementTable;
+  stripe_events: StripeEventTable;
 }
 
 /**
@@ -123,6 +124,33 @@ export interface EntitlementTable {
 
 export type SubscriptionRow = Selectable<SubscriptionTable>;
 export type EntitlementRow = Selectable<EntitlementTable>;
+
+export type StripeEventStatus = 'pending' | 'delivered' | 'ignored' | 'undeliverable';
+
+/**
+ * Each verified Stripe event once (src/webhooks), and the outbox of the signal it became:
+ * `pending` until the relay delivered it. No event body, no personal data.
+ */
+export interface StripeEventTable {
+  event_id: string;
+  type: string;
+  livemode: boolean;
+  event_created: Date;
+  received_at: ColumnType<Date, Date | undefined, never>;
+  status: StripeEventStatus;
+  subscription_id: string | null;
+  workflow_id: string | null;
+  signal_name: string | null;
+  /** Written as JSON text; node-postgres reads jsonb back as an object. */
+  signal_args: ColumnType<Record<string, unknown> | null, string | null, never>;
+  ignore_reason: string | null;
+  attempts: Generated<number>;
+  next_attempt_at: ColumnType<Date, Date | undefined, Date>;
+  last_error: string | null;
+  delivered_at: Date | null;
+}
+
+export type StripeEventRow = Selectable<StripeEventTable>;
 
 export type Db = Kysely<Database>;
 

@@ -3,6 +3,7 @@ import * as apiIdempotencyKeys from './migrations/2026-11-21T00-00-api-idempoten
 import * as auditLog from './migrations/2026-11-21T01-00-audit-log';
 import * as customersAndDataKeys from './migrations/2026-11-21T02-00-customers-and-data-keys';
 import * as subscriptions from './migrations/2026-11-22T00-00-subscriptions';
+import * as stripeEvents from './migrations/2026-11-22T01-00-stripe-events';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -13,6 +14,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-11-21T01-00-audit-log': auditLog,
   '2026-11-21T02-00-customers-and-data-keys': customersAndDataKeys,
   '2026-11-22T00-00-subscriptions': subscriptions,
+  '2026-11-22T01-00-stripe-events': stripeEvents,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {

@@ -8,6 +8,8 @@ export interface AppDeps {
   readonly healthChecks: Record<Dependency, HealthCheck>;
   /** Feature routers (each authorises its own routes), mounted after JSON parsing. */
   readonly routers?: readonly Router[];
+  /** Routers that read their own body (signed webhooks need the raw bytes), mounted before JSON parsing. */
+  readonly rawBodyRouters?: readonly Router[];
 }
 
 /** The Express trigger API. Routes stay thin: validate, authorise, hand to Temporal. */
@@ -21,6 +23,7 @@ export function createApp(deps: AppDeps): Express {
     res.status(report.status === 'ok' ? 200 : 503).json(report);
   });
 
+  for (const router of deps.rawBodyRouters ?? []) app.use(router);
   app.use(express.json({ limit: '100kb' }));
   for (const router of deps.routers ?? []) app.use(router);
 

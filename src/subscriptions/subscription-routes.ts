@@ -19,6 +19,7 @@ import { HttpProblem, sendProblem, validationProblem } from '../http/problem';
 import {
   cancelSubscriptionUpdate,
   refundInvoiceUpdate,
+  SUBSCRIPTION_ID_PATTERN,
   subscriptionStateQuery,
   subscriptionWorkflowId,
   type SubscriptionView,
@@ -56,7 +57,7 @@ const refundBody = z
     amount: z.number().int().positive().optional(),
   })
   .strict();
-const subscriptionIdParam = z.string().regex(/^sub_ll_[a-z0-9]{20,40}$/, 'must be a Ledgerlock subscription id (sub_ll_…)');
+const subscriptionIdParam = z.string().regex(SUBSCRIPTION_ID_PATTERN, 'must be a Ledgerlock subscription id (sub_ll_…)');
 
 /** Workflow-side refusals (update validators, business rules) as HTTP problems. */
 const UPDATE_REFUSALS: Record<string, number> = {

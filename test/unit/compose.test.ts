@@ -76,6 +76,7 @@ describe('docker-compose.yml', () => {
       const secrets = {
         POSTGRES_PASSWORD: 'pw',
         STRIPE_SECRET_KEY: 'sk_live_example',
+        STRIPE_WEBHOOK_SECRET: 'whsec_exampleexampleexample',
         AWS_REGION: 'eu-central-1',
         AUTH_ISSUER: 'https://idp.example.com/',
         AUTH_JWKS_URL: 'https://idp.example.com/.well-known/jwks.json',

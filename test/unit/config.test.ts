@@ -65,6 +65,7 @@ describe('loadConfig', () => {
       'CODEC_CORS_ORIGINS',
       'DATABASE_URL',
       'STRIPE_SECRET_KEY',
+      'STRIPE_WEBHOOK_SECRET',
       'TEMPORAL_ADDRESS',
     ]);
   });
