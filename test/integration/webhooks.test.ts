@@ -9,7 +9,7 @@ import type { Services } from '../../src/services';
 import { signStripePayload } from '../../src/webhooks/signature';
 import { pruneStripeEvents } from '../../src/webhooks/webhook-dal';
 import { STRIPE_WEBHOOK_PATH } from '../../src/webhooks/webhook-routes';
-import { startSignalRecorders, type SignalRecorders } from '../support/signal-recorder';
+import { quietTemporalRuntime, startSignalRecorders, type SignalRecorders } from '../support/signal-recorder';
 import { startTestApi } from '../support/runtime';
 import { testConfig } from '../support/stack';
 import { eventId, invoiceEvent, newSubscriptionId, signedHeaders, subscriptionEvent, TEST_WEBHOOK_SECRET } from '../support/stripe-events';
@@ -28,6 +28,7 @@ describe('Stripe webhooks', () => {
   const started: string[] = [];
 
   beforeAll(async () => {
+    quietTemporalRuntime();
     config = testConfig({ STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET, STRIPE_WEBHOOK_RETRY_MAX_SECONDS: '1' });
     api = await startTestApi(config, createLogger('info', {}, (line) => logLines.push(line)));
     recorders = await startSignalRecorders(config, api.services);

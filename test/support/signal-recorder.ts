@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { Config } from '../../src/config/config';
 import type { Services } from '../../src/services';
 import { subscriptionWorkflowId } from '../../workflows/subscription-contracts';
@@ -9,6 +9,14 @@ import { receivedQuery, type Received } from '../workflows/signal-recorder';
 const silent = { trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined, log: () => undefined };
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/**
+ * Errors only from the SDK's runtime: a suite that stops Temporal on purpose would
+ * otherwise print every retried poll. Call before the first worker of the test file.
+ */
+export function quietTemporalRuntime(): void {
+  Runtime.install({ logger: new DefaultLogger('ERROR'), telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' } } } });
+}
 
 /**
  * A worker running signal recorders (test/workflows/signal-recorder.ts) at subscriptions'
