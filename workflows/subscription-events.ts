@@ -13,16 +13,35 @@ const MAX_PAID_INVOICES = 50;
 
 export type EventVerdict = 'applied' | 'duplicate' | 'stale' | 'malformed' | 'ended';
 
-export function applyEvent(state: SubscriptionEntityState, event: SubscriptionEvent): { state: SubscriptionEntityState; verdict: EventVerdict } {
+export interface ApplyOptions {
+  /**
+   * Invoice events are ordered per invoice, not per kind: an older failure or payment of
+   * another invoice still counts (a failed invoice must reach dunning, a paid one must stay
+   * refundable). Only the payment method, last writer wins, is ordered per kind. Without
+   * this, the first rule: any event older than the newest of its kind was dropped, which
+   * lost late invoice events. Workflows pass `patched(PER_INVOICE_ORDER_PATCH)`.
+   */
+  readonly perInvoiceOrder?: boolean;
+}
+
+/** The patch id of {@link ApplyOptions.perInvoiceOrder}: persisted in histories, never renamed. */
+export const PER_INVOICE_ORDER_PATCH = 'subscription-events-per-invoice-order';
+
+export function applyEvent(
+  state: SubscriptionEntityState,
+  event: SubscriptionEvent,
+  options: ApplyOptions = { perInvoiceOrder: true },
+): { state: SubscriptionEntityState; verdict: EventVerdict } {
   if (!isWellFormed(event)) return { state, verdict: 'malformed' };
   if (state.status === 'canceled') return { state, verdict: 'ended' };
   if (state.recentEventIds.includes(event.eventId)) return { state, verdict: 'duplicate' };
   const newestOfKind = state.lastEventCreated[event.kind];
-  if (newestOfKind !== undefined && event.eventCreated < newestOfKind) return { state, verdict: 'stale' };
+  const orderedByKind = !options.perInvoiceOrder || event.kind === 'paymentMethodUpdated';
+  if (orderedByKind && newestOfKind !== undefined && event.eventCreated < newestOfKind) return { state, verdict: 'stale' };
 
   const seen: SubscriptionEntityState = {
     ...state,
-    lastEventCreated: { ...state.lastEventCreated, [event.kind]: event.eventCreated },
+    lastEventCreated: { ...state.lastEventCreated, [event.kind]: Math.max(event.eventCreated, newestOfKind ?? 0) },
     recentEventIds: [...state.recentEventIds, event.eventId].slice(-MAX_RECENT_EVENT_IDS),
   };
   const statusMayChange = event.eventCreated >= state.statusSince;

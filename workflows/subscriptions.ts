@@ -6,6 +6,7 @@ import {
   condition,
   log,
   makeContinueAsNewFunc,
+  patched,
   proxyActivities,
   setHandler,
   TemporalFailure,
@@ -47,7 +48,7 @@ import {
   type SubscriptionView,
   type SubscriptionWorkflowInput,
 } from './subscription-contracts';
-import { applyEvent } from './subscription-events';
+import { applyEvent, PER_INVOICE_ORDER_PATCH } from './subscription-events';
 
 type LocalActivities = ReturnType<typeof createCustomerActivities> &
   ReturnType<typeof createSubscriptionActivities> &
@@ -311,7 +312,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
     publish();
   };
   const receive = (event: SubscriptionEvent) => {
-    const { state: next, verdict } = applyEvent(state, event);
+    const { state: next, verdict } = applyEvent(state, event, { perInvoiceOrder: patched(PER_INVOICE_ORDER_PATCH) });
     if (verdict === 'applied') change(next);
     else log.info('subscription event not applied', { kind: event.kind, verdict });
   };

@@ -60,6 +60,36 @@ describe('subscription events', () => {
     expect(state.paymentMethodId).toBe('pm_b');
   });
 
+  it('orders invoice events per invoice: a late failure or payment of another invoice still counts', () => {
+    const { state, verdicts } = run([
+      { kind: 'paymentFailed', eventId: 'evt_f5', eventCreated: 500, invoiceId: 'in_5' },
+      { kind: 'renewalPaid', eventId: 'evt_p5', eventCreated: 600, invoiceId: 'in_5', amountPaid: 1500, currency: 'eur' },
+      // Older than both, about other invoices: delivered late by Stripe.
+      { kind: 'paymentFailed', eventId: 'evt_f4', eventCreated: 400, invoiceId: 'in_4' },
+      { kind: 'renewalPaid', eventId: 'evt_p3', eventCreated: 300, invoiceId: 'in_3', amountPaid: 1500, currency: 'eur' },
+    ]);
+    expect(verdicts).toEqual(['applied', 'applied', 'applied', 'applied']);
+    // in_4 is unpaid and reaches dunning; the status, set at 600, does not move back.
+    expect(state).toMatchObject({ status: 'active', statusSince: 600, failedInvoiceIds: ['in_4'] });
+    expect(state.paidInvoices.map((p) => p.invoiceId)).toEqual(['in_first', 'in_5', 'in_3']);
+    expect(state.lastEventCreated).toEqual({ paymentFailed: 500, renewalPaid: 600 });
+  });
+
+  it('keeps the first rule for histories recorded before the per-invoice patch: older than the newest of its kind is stale', () => {
+    const events: SubscriptionEvent[] = [
+      { kind: 'paymentFailed', eventId: 'evt_f5', eventCreated: 500, invoiceId: 'in_5' },
+      { kind: 'paymentFailed', eventId: 'evt_f4', eventCreated: 400, invoiceId: 'in_4' },
+    ];
+    let state = base;
+    const verdicts = events.map((event) => {
+      const result = applyEvent(state, event, { perInvoiceOrder: false });
+      state = result.state;
+      return result.verdict;
+    });
+    expect(verdicts).toEqual(['applied', 'stale']);
+    expect(state.failedInvoiceIds).toEqual(['in_5']);
+  });
+
   it('never moves the status back on an event older than the one that set it', () => {
     const paidLate = { ...base, statusSince: 1_000 };
     const { state, verdicts } = run([{ kind: 'paymentFailed', eventId: 'evt_late', eventCreated: 900, invoiceId: 'in_9' }], paidLate);
