@@ -1,8 +1,8 @@
 /**
  * Records the histories test/integration/replay.test.ts replays, so a workflow change that
  * would break running executions fails CI. Re-record only for a deliberate, compatible
- * change of the workflows (and keep the old files when running executions may still have
- * the old shape):
+ * change of the workflows, after moving the current files into a subfolder named for the
+ * version they show (running executions may still have that shape, so they keep replaying):
  *
  *   npx tsx test/support/record-histories.ts
  *
@@ -13,7 +13,7 @@
  * customer fields are base64 of `fake-ciphertext-of-…`).
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -67,8 +67,9 @@ async function main() {
   });
   const client = env.client;
   const written: string[] = [];
-  rmSync(HISTORIES_DIR, { recursive: true, force: true });
+  // The current shapes only: subfolders keep histories of earlier workflow versions, which must replay too.
   mkdirSync(HISTORIES_DIR, { recursive: true });
+  for (const file of readdirSync(HISTORIES_DIR)) if (file.endsWith('.json')) rmSync(path.join(HISTORIES_DIR, file));
 
   const save = async (file: string, handle: WorkflowHandle) => {
     writeFileSync(path.join(HISTORIES_DIR, `${file}.json`), `${JSON.stringify(historyToJson(await handle.fetchHistory()), null, 1)}\n`);
