@@ -70,6 +70,15 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('accepts several webhook secrets, for rolling the endpoint secret, and refuses anything else without echoing it', () => {
+    const config = loadConfig({ STRIPE_WEBHOOK_SECRET: 'whsec_current0123456789ab,whsec_next0123456789abcdef' }, '/srv');
+    expect(config.stripe.webhookSecrets).toEqual(['whsec_current0123456789ab', 'whsec_next0123456789abcdef']);
+    expect(loadConfig({}, '/srv').stripe.webhookSecrets).toBeUndefined();
+    const problems = problemsOf({ STRIPE_WEBHOOK_SECRET: 'whsec_current0123456789ab,sk_test_notawebhooksecret' });
+    expect(problems.map((p) => p.variable)).toEqual(['STRIPE_WEBHOOK_SECRET']);
+    expect(JSON.stringify(problems)).not.toContain('notawebhooksecret');
+  });
+
   it('refuses a live Stripe key outside production', () => {
     expect(problemsOf({ STRIPE_SECRET_KEY: 'sk_live_abc' })).toEqual([
       { variable: 'STRIPE_SECRET_KEY', message: 'a live key is only accepted with LEDGERLOCK_MODE=production' },
