@@ -7,6 +7,8 @@ import { createKmsClient, ensureMasterKeys } from '../kms/kms-client';
 import type { Logger } from '../log';
 import { startApi, startCodecServer, startWorker, type Running } from '../runtime';
 import { createServices, type Services } from '../services';
+import { STRIPE_WEBHOOK_PATH } from '../webhooks/webhook-routes';
+import { localWebhookSecretPath } from '../webhooks/webhook-secrets';
 import { bundleWorkflows } from '../worker/worker';
 import { acquireLock } from './lock';
 import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
@@ -96,6 +98,10 @@ function describeEndpoints(config: Config, apiUrl: string, codecUrl: string): { 
   const db = new URL(config.databaseUrl);
   const endpoints = [
     { name: 'API', where: apiUrl },
+    {
+      name: 'Stripe webhooks',
+      where: `${apiUrl}${STRIPE_WEBHOOK_PATH}${config.stripe.webhookSecrets ? '' : ` (secret in ${path.relative(process.cwd(), localWebhookSecretPath(config.dataDir)) || localWebhookSecretPath(config.dataDir)}; try \`npx ledgerlock stripe trigger\`)`}`,
+    },
     { name: 'Codec server', where: `${codecUrl} (operators sign in at ${codecUrl}/login)` },
   ];
   endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
