@@ -121,7 +121,8 @@ export async function relayBatch(options: WebhookRelayOptions, batchSize: number
           options.log.warn('stripe event undeliverable', { eventId: event.eventId, workflowId: event.workflowId, reason: outcome.reason });
           continue;
         }
-        // Later events of this workflow wait for this one: they stay pending, untouched.
+        // The rest of this workflow's events stay pending, untouched, for the next pass: no point signalling
+        // a workflow that just failed. They may then overtake this one; the workflow copes with any order.
         const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** Math.min(event.attempts, 16), options.maxBackoffMs ?? 60_000);
         await markRetry(tx, event.eventId, outcome.reason, retryInMs);
         options.log.warn('stripe event delivery failed; will retry', { eventId: event.eventId, attempts: event.attempts + 1, retryInMs, reason: outcome.reason });

@@ -69,6 +69,7 @@ describe('ledgerlock token', () => {
         LEDGERLOCK_MODE: 'production',
         LEDGERLOCK_DATA_DIR: productionDir,
         STRIPE_SECRET_KEY: 'sk_test_ProductionLike',
+        STRIPE_WEBHOOK_SECRET: 'whsec_ProductionLike0123456789',
         AWS_REGION: 'eu-west-1',
         AUTH_ISSUER: 'https://issuer.test',
         AUTH_JWKS_URL: 'https://issuer.test/jwks.json',
