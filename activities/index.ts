@@ -3,10 +3,12 @@ import type { Config } from '../src/config/config';
 import type { DataKeys } from '../src/crypto/data-keys';
 import type { Envelope } from '../src/crypto/envelope';
 import type { Db } from '../src/db/database';
+import type { Logger } from '../src/log';
 import { createAuditActivities } from './audit';
 import { heartbeating } from './heartbeat';
 import { createCanaryActivities } from './canary';
 import { createCustomerActivities, createStripeCustomerActivities } from './customers';
+import { createDunningActivities, createStripeDunningActivities, type NoticeSender } from './dunning';
 import { createStripeSubscriptionActivities, createSubscriptionActivities } from './subscriptions';
 
 /** Dependencies every activity factory draws from, narrowed per factory with Pick<>. */
@@ -17,7 +19,10 @@ export interface ActivityDeps {
   readonly dataKeys: DataKeys;
   readonly envelope: Envelope;
   readonly stripe: Stripe;
-  readonly config: Pick<Config, 'stripeSharedFields'>;
+  readonly config: Pick<Config, 'stripeSharedFields' | 'dunning'>;
+  /** Where dunning notices go; by default they are logged (template and opaque ids) and marked sent. */
+  readonly noticeSender?: NoticeSender;
+  readonly log?: Pick<Logger, 'info'>;
 }
 
 /** Activities of the general task queue; workflows proxy `ReturnType<typeof createActivities>`. */
@@ -27,6 +32,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createAuditActivities(deps),
     ...createCustomerActivities(deps),
     ...createSubscriptionActivities(deps),
+    ...createDunningActivities(deps),
   };
 }
 
@@ -35,6 +41,7 @@ export function createStripeActivities(deps: ActivityDeps) {
   return heartbeating({
     ...createStripeCustomerActivities(deps),
     ...createStripeSubscriptionActivities(deps),
+    ...createStripeDunningActivities(deps),
   });
 }
 

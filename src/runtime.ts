@@ -49,7 +49,7 @@ export async function startWorker(
       config,
       connection,
       dataConverter: services.dataConverter,
-      deps: { identity: `${process.pid}@${os.hostname()}`, ...services, config },
+      deps: { identity: `${process.pid}@${os.hostname()}`, ...services, config, log },
       ...(workflowBundle ? { workflowBundle } : {}),
     });
     const running = workers.map((worker) => {

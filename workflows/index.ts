@@ -2,3 +2,4 @@
 export { canaryWorkflow } from './canary';
 export { eraseCustomerWorkflow, registerCustomerWorkflow } from './customers';
 export { createSubscriptionWorkflow, subscriptionWorkflow } from './subscriptions';
+export { dunningWorkflow } from './dunning';

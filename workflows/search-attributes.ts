@@ -10,4 +10,6 @@ export const WORKFLOW_SEARCH_ATTRIBUTES = {
   SubscriptionId: defineSearchAttributeKey('SubscriptionId', SearchAttributeType.KEYWORD),
   BillingStatus: defineSearchAttributeKey('BillingStatus', SearchAttributeType.KEYWORD),
   SagaStep: defineSearchAttributeKey('SagaStep', SearchAttributeType.KEYWORD),
+  DunningAttempt: defineSearchAttributeKey('DunningAttempt', SearchAttributeType.INT),
+  DunningState: defineSearchAttributeKey('DunningState', SearchAttributeType.KEYWORD),
 } as const;

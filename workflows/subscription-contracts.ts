@@ -2,6 +2,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { RefundInvoiceResult } from '../activities/subscriptions';
 import type { SealedCustomer } from '../src/customers/customer-types';
 import type { SubscriptionFailure, SubscriptionStatus } from '../src/subscriptions/subscription-types';
+import type { DunningProgress } from './dunning-contracts';
 
 /**
  * What the subscription workflows take, answer and accept: the contract with the API and
@@ -88,8 +89,10 @@ export interface SubscriptionView {
   /** The first invoice's payment intent, for a client that confirms it (3-D Secure); null once active. */
   readonly paymentIntentId: string | null;
   readonly cancelAtPeriodEnd: boolean;
-  /** Invoices whose payment failed and is not recovered: what dunning will work on. */
+  /** Invoices whose payment failed and is not recovered: what dunning works on. */
   readonly failedInvoiceIds: readonly string[];
+  /** The dunning campaigns of this subscription, one per failed invoice, as they last reported. */
+  readonly dunning: readonly DunningProgress[];
   readonly failure: SubscriptionFailure | null;
 }
 
@@ -200,7 +203,7 @@ export interface SubscriptionEntityState {
   readonly priceId: string;
   readonly stripeSubscriptionId: string;
   readonly paymentMethodId: string;
-  readonly status: Extract<SubscriptionStatus, 'active' | 'past_due' | 'canceled'>;
+  readonly status: Extract<SubscriptionStatus, 'active' | 'past_due' | 'unpaid' | 'canceled'>;
   /** Unix seconds of the Stripe event that set `status`: an older event never changes it. */
   readonly statusSince: number;
   readonly cancelAtPeriodEnd: boolean;
@@ -210,11 +213,10 @@ export interface SubscriptionEntityState {
   readonly recentEventIds: readonly string[];
   /** Newest last, bounded. */
   readonly paidInvoices: readonly PaidInvoice[];
-  /**
-   * Invoices whose payment failed and has not recovered: the hand-off to dunning (a later
-   * issue starts a dunning workflow per invoice from here).
-   */
+  /** Invoices whose payment failed and has not recovered: each gets a dunning campaign. */
   readonly failedInvoiceIds: readonly string[];
+  /** The campaigns started for failed invoices, as they last reported (absent in runs before dunning). */
+  readonly dunning?: readonly DunningProgress[];
   /** Newest last, bounded. */
   readonly refunds: readonly RefundRecord[];
   /** Refunds attempted so far: numbers those without a caller's request id. */

@@ -49,7 +49,7 @@ export function applyEvent(
   switch (event.kind) {
     case 'renewalPaid': {
       const failedInvoiceIds = seen.failedInvoiceIds.filter((id) => id !== event.invoiceId);
-      const recovered = seen.status === 'past_due' && failedInvoiceIds.length === 0 && statusMayChange;
+      const recovered = (seen.status === 'past_due' || seen.status === 'unpaid') && failedInvoiceIds.length === 0 && statusMayChange;
       const paid: PaidInvoice = { invoiceId: event.invoiceId, amountPaid: event.amountPaid, currency: event.currency.toLowerCase(), refunded: 0 };
       const known = seen.paidInvoices.find((p) => p.invoiceId === event.invoiceId);
       return {

@@ -4,16 +4,20 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
+  getExternalWorkflowHandle,
   log,
   makeContinueAsNewFunc,
+  ParentClosePolicy,
   patched,
   proxyActivities,
   setHandler,
+  startChild,
   TemporalFailure,
   TimeoutFailure,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { createAuditActivities } from '../activities/audit';
 import type { createCustomerActivities, createStripeCustomerActivities } from '../activities/customers';
 import type { CreateStripeSubscriptionResult, createStripeSubscriptionActivities, createSubscriptionActivities } from '../activities/subscriptions';
@@ -49,6 +53,32 @@ import {
   type SubscriptionWorkflowInput,
 } from './subscription-contracts';
 import { applyEvent, PER_INVOICE_ORDER_PATCH } from './subscription-events';
+import { dunningWorkflow } from './dunning';
+import {
+  dunningInvoicePaidSignal,
+  dunningPaymentMethodUpdatedSignal,
+  dunningProgressSignal,
+  dunningSubscriptionCanceledSignal,
+  dunningWorkflowId,
+  type DunningInput,
+  type DunningProgress,
+  type DunningStateName,
+} from './dunning-contracts';
+
+/** The patch id of starting dunning campaigns: persisted in histories, never renamed. */
+export const DUNNING_PATCH = 'subscription-dunning-campaigns';
+const MAX_DUNNING_RECORDS = 20;
+const FINISHED_DUNNING_STATES: readonly DunningStateName[] = ['recovered', 'canceled', 'stopped'];
+
+type DunningWork =
+  | { readonly kind: 'start'; readonly input: DunningInput }
+  | { readonly kind: 'paid'; readonly invoiceId: string }
+  | { readonly kind: 'method'; readonly invoiceId: string; readonly paymentMethodId: string }
+  | { readonly kind: 'canceled'; readonly invoiceId: string };
+
+function pickProgress(progress: DunningProgress): Omit<DunningProgress, 'invoiceId'> {
+  return { state: progress.state, attempt: progress.attempt, nextAttemptAt: progress.nextAttemptAt, suspended: progress.suspended };
+}
 
 type LocalActivities = ReturnType<typeof createCustomerActivities> &
   ReturnType<typeof createSubscriptionActivities> &
@@ -103,6 +133,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
     paymentIntentId: status === 'pending' ? (created?.paymentIntentId ?? null) : null,
     cancelAtPeriodEnd: false,
     failedInvoiceIds: [],
+    dunning: [],
     failure,
   });
   const publish = () =>
@@ -264,6 +295,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
     recentEventIds: firstPayment?.eventId ? [firstPayment.eventId] : [],
     paidInvoices,
     failedInvoiceIds: [],
+    dunning: [],
     refunds: [],
     refundCount: 0,
     pendingEvents,
@@ -311,10 +343,32 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
     version += 1;
     publish();
   };
+  // Dunning: what the main loop still has to do for the campaigns (start one, tell them something).
+  const dunningWork: DunningWork[] = [];
+  const campaigns = () => state.dunning ?? [];
+  const runningCampaigns = () => campaigns().filter((c) => !FINISHED_DUNNING_STATES.includes(c.state));
+  const planDunning = (event: SubscriptionEvent, before: SubscriptionEntityState) => {
+    if (event.kind === 'paymentFailed' && !before.failedInvoiceIds.includes(event.invoiceId) && !campaigns().some((c) => c.invoiceId === event.invoiceId)) {
+      const started: DunningProgress = { invoiceId: event.invoiceId, state: 'retrying', attempt: 0, nextAttemptAt: null, suspended: false };
+      state = { ...state, dunning: [...campaigns(), started].slice(-MAX_DUNNING_RECORDS) };
+      dunningWork.push({ kind: 'start', input: { subscriptionId: state.subscriptionId, customerId: state.customerId, priceId: state.priceId, invoiceId: event.invoiceId, failedAt: event.eventCreated, declineCode: event.declineCode ?? null } });
+    } else if (event.kind === 'renewalPaid' && runningCampaigns().some((c) => c.invoiceId === event.invoiceId)) {
+      dunningWork.push({ kind: 'paid', invoiceId: event.invoiceId });
+    } else if (event.kind === 'paymentMethodUpdated') {
+      for (const c of runningCampaigns()) dunningWork.push({ kind: 'method', invoiceId: c.invoiceId, paymentMethodId: event.paymentMethodId });
+    } else if (event.kind === 'subscriptionCanceled') {
+      for (const c of runningCampaigns()) dunningWork.push({ kind: 'canceled', invoiceId: c.invoiceId });
+    }
+  };
   const receive = (event: SubscriptionEvent) => {
+    const before = state;
     const { state: next, verdict } = applyEvent(state, event, { perInvoiceOrder: patched(PER_INVOICE_ORDER_PATCH) });
-    if (verdict === 'applied') change(next);
-    else log.info('subscription event not applied', { kind: event.kind, verdict });
+    if (verdict !== 'applied') {
+      log.info('subscription event not applied', { kind: event.kind, verdict });
+      return;
+    }
+    change(next);
+    if (patched(DUNNING_PATCH)) planDunning(event, before);
   };
   const audit = (action: string, name: string, actor: string | undefined, details: AuditDetails) =>
     local.recordAudit({
@@ -337,6 +391,20 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   setHandler(paymentMethodUpdatedSignal, (e) => onEvent({ ...e, kind: 'paymentMethodUpdated' }));
   // The first invoice's outcome, redelivered or late: the saga settled it before activation. Commands nothing, so replay-safe.
   setHandler(paymentOutcomeSignal, () => log.info('first payment outcome after activation: already settled'));
+  setHandler(dunningProgressSignal, (progress) => {
+    if (!isObject(progress) || !campaigns().some((c) => c.invoiceId === progress.invoiceId)) return;
+    const dunning = campaigns().map((c) => (c.invoiceId === progress.invoiceId ? { ...c, ...pickProgress(progress) } : c));
+    // A campaign's final action decides the subscription's status; a recovery is the invoice.paid webhook's to tell.
+    if (progress.state === 'canceled' && state.status !== 'canceled') {
+      change({ ...state, dunning, status: 'canceled', statusSince: Math.max(state.statusSince, Math.floor(Date.now() / 1000)) });
+      // One campaign ended the subscription: the others have nothing left to recover.
+      for (const c of runningCampaigns()) if (c.invoiceId !== progress.invoiceId) dunningWork.push({ kind: 'canceled', invoiceId: c.invoiceId });
+    } else if (progress.state === 'unpaid' && state.status === 'past_due') {
+      change({ ...state, dunning, status: 'unpaid', statusSince: Math.max(state.statusSince, Math.floor(Date.now() / 1000)) });
+    } else {
+      change({ ...state, dunning });
+    }
+  });
 
   setHandler(
     cancelSubscriptionUpdate,
@@ -414,6 +482,30 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   publish();
 
   const continueAsNewDue = () => eventsThisRun >= input.continueAsNewAfterEvents || workflowInfo().continueAsNewSuggested;
+  /** Starts campaigns and passes them what they wait for; a campaign that has ended is past telling. */
+  const doDunningWork = async (work: DunningWork) => {
+    if (work.kind === 'start') {
+      try {
+        await startChild(dunningWorkflow, {
+          workflowId: dunningWorkflowId(work.input.subscriptionId, work.input.invoiceId),
+          args: [work.input],
+          // A campaign outlives this run (continue-as-new) and even the subscription's workflow.
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+        });
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      }
+      return;
+    }
+    const campaign = getExternalWorkflowHandle(dunningWorkflowId(state.subscriptionId, work.invoiceId));
+    try {
+      if (work.kind === 'paid') await campaign.signal(dunningInvoicePaidSignal, {});
+      else if (work.kind === 'method') await campaign.signal(dunningPaymentMethodUpdatedSignal, { paymentMethodId: work.paymentMethodId });
+      else await campaign.signal(dunningSubscriptionCanceledSignal, {});
+    } catch {
+      log.info('dunning campaign already ended', { invoiceId: work.invoiceId, kind: work.kind });
+    }
+  };
   const persist = () =>
     local.recordSubscription({
       subscriptionId: state.subscriptionId,
@@ -428,7 +520,11 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   // Handlers change `state` while this loop awaits: read it through a function, never narrowed.
   const ended = () => state.status === 'canceled';
   for (;;) {
-    await condition(() => ended() || persisted !== version || continueAsNewDue());
+    await condition(() => ended() || persisted !== version || dunningWork.length > 0 || continueAsNewDue());
+    if (dunningWork.length > 0) {
+      await doDunningWork(dunningWork.shift()!);
+      continue;
+    }
     if (ended()) break;
     if (persisted !== version) {
       const target = version;
@@ -437,7 +533,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
       continue;
     }
     await condition(allHandlersFinished);
-    if (ended() || persisted !== version) continue;
+    if (ended() || persisted !== version || dunningWork.length > 0) continue;
     return continueAsSubscription({ ...input, state });
   }
 
@@ -460,6 +556,7 @@ function entityView(state: SubscriptionEntityState): SubscriptionView {
     paymentIntentId: null,
     cancelAtPeriodEnd: state.cancelAtPeriodEnd,
     failedInvoiceIds: state.failedInvoiceIds,
+    dunning: state.dunning ?? [],
     failure: null,
   };
 }

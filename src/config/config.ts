@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { buildDunningPolicies, parseJsonVariable, policyOverrideSchema, type DunningPolicies, type PolicyOverride } from '../dunning/dunning-policy';
 
 /**
  * The one place that reads the environment. `loadConfig` validates every variable at
@@ -62,6 +63,8 @@ export const ENV_DOCS = {
   STRIPE_MAX_ACTIVITIES_PER_SECOND: 'cap on Stripe calls per second across all workers, enforced by Temporal (default 20, under the Stripe test-mode limit of 25)',
   SUBSCRIPTION_PAYMENT_WINDOW_SECONDS: 'how long a new subscription waits for its first payment (3-D Secure) before it is undone (default 82800 = 23 h, like Stripe)',
   STRIPE_SHARED_FIELDS: 'customer fields Stripe receives, comma-separated from email,name,phone,address (default `email,name`)',
+  DUNNING_POLICY: 'JSON of the dunning policy fields to change from the default (`retryOffsetsSeconds` [3,7,14,21 days], `maxAttempts` 4, `gracePeriodSeconds` 7 days, `finalAction` `cancel`, `mark_unpaid` or `leave_past_due` (default cancel), `hardDeclineCodes`); a campaign keeps the policy it started with',
+  DUNNING_POLICY_BY_PRICE: 'JSON object of Stripe price id to the policy fields that price changes from DUNNING_POLICY',
 } as const;
 
 export type EnvName = keyof typeof ENV_DOCS;
@@ -146,6 +149,8 @@ const rawSchema = z.object({
     .string()
     .regex(/^(email|name|phone|address)(,(email|name|phone|address))*$/, 'must be a comma-separated subset of email,name,phone,address')
     .default('email,name'),
+  DUNNING_POLICY: z.string().min(2).optional(),
+  DUNNING_POLICY_BY_PRICE: z.string().min(2).optional(),
 });
 
 type Raw = z.infer<typeof rawSchema>;
@@ -212,6 +217,8 @@ export interface Config {
   readonly subscriptions: { readonly paymentWindowSeconds: number };
   /** What Stripe receives of a customer's profile (data minimisation); never card data. */
   readonly stripeSharedFields: readonly ('email' | 'name' | 'phone' | 'address')[];
+  /** Dunning policies: the default and per-price overrides. */
+  readonly dunning: DunningPolicies;
 }
 
 export class ConfigError extends Error {
@@ -273,6 +280,15 @@ function crossFieldProblems(raw: Raw): { variable: string; message: string }[] {
   if ((raw.API_TLS_CERT === undefined) !== (raw.API_TLS_KEY === undefined)) {
     const missing = raw.API_TLS_CERT === undefined ? 'API_TLS_CERT' : 'API_TLS_KEY';
     problems.push({ variable: missing, message: 'HTTPS needs both API_TLS_CERT and API_TLS_KEY' });
+  }
+  for (const [variable, schema] of [
+    ['DUNNING_POLICY', policyOverrideSchema],
+    ['DUNNING_POLICY_BY_PRICE', z.record(z.string().regex(/^price_[A-Za-z0-9_]+$/, 'keys must be Stripe price ids'), policyOverrideSchema)],
+  ] as const) {
+    const text = raw[variable];
+    if (text === undefined) continue;
+    const parsed = parseJsonVariable(text, schema as z.ZodType<unknown>);
+    if (!parsed.ok) problems.push({ variable, message: parsed.message });
   }
   if (raw.STRIPE_SECRET_KEY?.includes('_live_') && raw.LEDGERLOCK_MODE !== 'production') {
     problems.push({ variable: 'STRIPE_SECRET_KEY', message: 'a live key is only accepted with LEDGERLOCK_MODE=production' });
@@ -344,6 +360,11 @@ function build(raw: Raw, cwd: string): Config {
     dataKeyCache: { maxAgeMs: raw.DATA_KEY_CACHE_MAX_AGE_SECONDS * 1000, maxUses: raw.DATA_KEY_CACHE_MAX_USES },
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
+    // Validated in crossFieldProblems before build runs.
+    dunning: buildDunningPolicies(
+      raw.DUNNING_POLICY ? (JSON.parse(raw.DUNNING_POLICY) as PolicyOverride) : undefined,
+      raw.DUNNING_POLICY_BY_PRICE ? (JSON.parse(raw.DUNNING_POLICY_BY_PRICE) as Record<string, PolicyOverride>) : undefined,
+    ),
   };
 }
 

@@ -15,6 +15,8 @@ export interface Database {
   subscriptions: SubscriptionTable;
   entitlements: EntitlementTable;
   stripe_events: StripeEventTable;
+  notification_outbox: NotificationOutboxTable;
+  entitlement_suspensions: EntitlementSuspensionTable;
 }
 
 /**
@@ -151,6 +153,27 @@ export interface StripeEventTable {
 }
 
 export type StripeEventRow = Selectable<StripeEventTable>;
+
+/** A notice a dunning campaign sends; the recipient only as ciphertext bound to this row. */
+export interface NotificationOutboxTable {
+  id: string;
+  customer_id: string;
+  subscription_id: string;
+  invoice_id: string;
+  template: string;
+  recipient: Buffer | null;
+  status: 'pending' | 'sent' | 'skipped';
+  attempts: Generated<number>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  sent_at: Date | null;
+}
+
+/** One campaign's suspension of a subscription's entitlements. */
+export interface EntitlementSuspensionTable {
+  subscription_id: string;
+  invoice_id: string;
+  suspended_at: ColumnType<Date, Date | undefined, never>;
+}
 
 export type Db = Kysely<Database>;
 

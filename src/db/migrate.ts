@@ -4,6 +4,7 @@ import * as auditLog from './migrations/2026-11-21T01-00-audit-log';
 import * as customersAndDataKeys from './migrations/2026-11-21T02-00-customers-and-data-keys';
 import * as subscriptions from './migrations/2026-11-22T00-00-subscriptions';
 import * as stripeEvents from './migrations/2026-11-22T01-00-stripe-events';
+import * as dunning from './migrations/2026-11-22T02-00-dunning';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -15,6 +16,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-11-21T02-00-customers-and-data-keys': customersAndDataKeys,
   '2026-11-22T00-00-subscriptions': subscriptions,
   '2026-11-22T01-00-stripe-events': stripeEvents,
+  '2026-11-22T02-00-dunning': dunning,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {

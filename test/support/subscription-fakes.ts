@@ -9,6 +9,8 @@ import type { FirstPayment } from '../../src/stripe/first-payment';
 import { runWorkersUntil } from '../../src/worker/worker';
 import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
 import type { CreateSubscriptionInput, SubscriptionView } from '../../workflows/subscription-contracts';
+import { DEFAULT_DUNNING_POLICY, type DunningPolicy } from '../../workflows/dunning-contracts';
+import type { RetryInvoicePaymentResult } from '../../activities/dunning';
 
 /**
  * Activity fakes for the subscription workflows: the same names as the real activities,
@@ -19,7 +21,17 @@ import type { CreateSubscriptionInput, SubscriptionView } from '../../workflows/
 
 type GeneralFakes = Pick<
   Activities,
-  'storeCustomer' | 'shredCustomer' | 'recordAudit' | 'recordSubscription' | 'provisionEntitlements' | 'revokeEntitlements' | 'markSubscriptionActive'
+  | 'storeCustomer'
+  | 'shredCustomer'
+  | 'recordAudit'
+  | 'recordSubscription'
+  | 'provisionEntitlements'
+  | 'revokeEntitlements'
+  | 'markSubscriptionActive'
+  | 'resolveDunningPolicy'
+  | 'queueDunningNotice'
+  | 'suspendEntitlements'
+  | 'restoreEntitlements'
 >;
 type StripeFakes = Pick<
   StripeActivities,
@@ -30,6 +42,7 @@ type StripeFakes = Pick<
   | 'createStripeSubscription'
   | 'cancelStripeSubscription'
   | 'refundInvoice'
+  | 'retryInvoicePayment'
 >;
 export type FakeActivityName = keyof GeneralFakes | keyof StripeFakes;
 
@@ -55,6 +68,15 @@ const BOOKKEEPING: readonly FakeActivityName[] = ['recordAudit', 'recordSubscrip
 
 export const FIRST_INVOICE = { invoiceId: 'in_first', amount: 1500, currency: 'eur' } as const;
 
+/** Seconds, not days: a campaign of the tests runs in seconds. */
+export const FAST_DUNNING_POLICY: DunningPolicy = {
+  ...DEFAULT_DUNNING_POLICY,
+  name: 'fast',
+  retryOffsetsSeconds: [1, 2, 3, 4],
+  maxAttempts: 4,
+  gracePeriodSeconds: 60,
+};
+
 export function createSubscriptionFakes() {
   const scenarios = new Map<string, Scenario>();
   const calls = new Map<string, FakeCall[]>();
@@ -75,6 +97,12 @@ export function createSubscriptionFakes() {
     };
   }
 
+  // Dunning: the policy per price (changed while campaigns run), retry outcomes per invoice, suspensions per subscription.
+  const policies = new Map<string, DunningPolicy>();
+  const retryOutcomes = new Map<string, RetryInvoicePaymentResult[]>();
+  const suspensions = new Map<string, Set<string>>();
+  const entitlementChanges: { subscriptionId: string; change: 'revoked' | 'restored' }[] = [];
+
   let sequence = 0;
   const general: GeneralFakes = {
     storeCustomer: fake('storeCustomer', () => undefined),
@@ -84,6 +112,23 @@ export function createSubscriptionFakes() {
     provisionEntitlements: fake('provisionEntitlements', () => ({ granted: true })),
     revokeEntitlements: fake('revokeEntitlements', () => ({ revoked: 1 })),
     markSubscriptionActive: fake('markSubscriptionActive', () => undefined),
+    resolveDunningPolicy: fake('resolveDunningPolicy', (input) => policies.get(input.priceId) ?? FAST_DUNNING_POLICY),
+    queueDunningNotice: fake('queueDunningNotice', (input) => ({ id: `${input.dunningId}:notice-${input.attempt}`, status: 'sent' as const })),
+    suspendEntitlements: fake('suspendEntitlements', (input) => {
+      const set = suspensions.get(input.subscriptionId) ?? new Set<string>();
+      suspensions.set(input.subscriptionId, set);
+      const alreadySuspended = [...set].some((id) => id !== input.invoiceId);
+      const first = set.size === 0;
+      set.add(input.invoiceId);
+      if (first) entitlementChanges.push({ subscriptionId: input.subscriptionId, change: 'revoked' });
+      return { revoked: first ? 1 : 0, alreadySuspended };
+    }),
+    restoreEntitlements: fake('restoreEntitlements', (input) => {
+      const set = suspensions.get(input.subscriptionId);
+      if (!set?.delete(input.invoiceId) || set.size > 0) return { restored: false };
+      entitlementChanges.push({ subscriptionId: input.subscriptionId, change: 'restored' });
+      return { restored: true };
+    }),
   };
   const stripe: StripeFakes = {
     createStripeCustomer: fake('createStripeCustomer', () => ({ stripeCustomerId: 'cus_fake' })),
@@ -115,6 +160,7 @@ export function createSubscriptionFakes() {
       currency: 'eur',
       status: 'succeeded',
     })),
+    retryInvoicePayment: fake('retryInvoicePayment', (input) => retryOutcomes.get(input.invoiceId)?.shift() ?? { outcome: 'declined' as const, declineCode: 'insufficient_funds' }),
   };
 
   return {
@@ -134,6 +180,18 @@ export function createSubscriptionFakes() {
     },
     inputsOf(workflowId: string, name: FakeActivityName): any[] {
       return (calls.get(workflowId) ?? []).filter((c) => c.name === name).map((c) => c.input);
+    },
+    /** The dunning policy campaigns for this price pin from now on. */
+    setDunningPolicy(priceId: string, policy: DunningPolicy): void {
+      policies.set(priceId, policy);
+    },
+    /** What the next retries of this invoice answer, in order; then soft declines. */
+    retriesAnswer(invoiceId: string, ...outcomes: RetryInvoicePaymentResult[]): void {
+      retryOutcomes.set(invoiceId, [...outcomes]);
+    },
+    /** Revocations and restorations by suspension, in order. */
+    entitlementChangesOf(subscriptionId: string): ('revoked' | 'restored')[] {
+      return entitlementChanges.filter((c) => c.subscriptionId === subscriptionId).map((c) => c.change);
     },
   };
 }
