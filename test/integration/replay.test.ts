@@ -41,6 +41,21 @@ describe('replay of recorded workflow histories', () => {
         'live-until-continue-as-new',
         'live-until-canceled',
         'live-canceled-immediately',
+        'live-canceled-by-dunning',
+        'live-with-dunning-until-canceled',
+      ]),
+    );
+  });
+
+  it('has the dunning histories: recovered, retried on a new payment method, hard decline, exhausted then paid, suspended then paid, stopped', () => {
+    expect(files.filter((f) => f.startsWith('dunning/')).map((f) => path.basename(f, '.json'))).toEqual(
+      expect.arrayContaining([
+        'dunning-recovered-at-attempt-2',
+        'dunning-payment-method-updated',
+        'dunning-hard-decline-cancels',
+        'dunning-exhausted-unpaid-then-paid',
+        'dunning-suspended-at-grace-then-paid',
+        'dunning-stopped-by-cancellation',
       ]),
     );
   });

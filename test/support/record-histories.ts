@@ -7,8 +7,8 @@
  *   npx tsx test/support/record-histories.ts
  *
  * It starts its own Temporal dev server (the pinned CLI), runs every path of the
- * subscription workflows against the activity fakes, and writes one JSON history per
- * run to test/histories/subscriptions/. No payload codec: payloads are plain JSON, so
+ * subscription and dunning workflows against the activity fakes, and writes one JSON
+ * history per run to test/histories/subscriptions/ and test/histories/dunning/. No payload codec: payloads are plain JSON, so
  * replay needs no KMS key of this run, and every value in them is fake (the "sealed"
  * customer fields are base64 of `fake-ciphertext-of-…`).
  */
@@ -35,9 +35,11 @@ import {
 } from '../../workflows/subscription-contracts';
 import { createSubscriptionWorkflow } from '../../workflows/subscriptions';
 import { historyToJson } from './histories';
-import { createSubscriptionFakes, fakeSealedCustomer, FIRST_INVOICE, runFakeWorkers, subscriptionInput, waitForView, type Scenario } from './subscription-fakes';
+import { dunningStateQuery, dunningWorkflowId, type DunningPolicy, type DunningView } from '../../workflows/dunning-contracts';
+import { createSubscriptionFakes, FAST_DUNNING_POLICY, fakeSealedCustomer, FIRST_INVOICE, runFakeWorkers, subscriptionInput, waitForView, type Scenario } from './subscription-fakes';
 
 export const HISTORIES_DIR = path.join(REPO_ROOT, 'test', 'histories', 'subscriptions');
+export const DUNNING_HISTORIES_DIR = path.join(REPO_ROOT, 'test', 'histories', 'dunning');
 const TASK_QUEUE = 'record-histories';
 
 /** Stable ids per scenario, so re-recording changes only what changed. */
@@ -68,11 +70,15 @@ async function main() {
   const client = env.client;
   const written: string[] = [];
   // The current shapes only: subfolders keep histories of earlier workflow versions, which must replay too.
-  mkdirSync(HISTORIES_DIR, { recursive: true });
-  for (const file of readdirSync(HISTORIES_DIR)) if (file.endsWith('.json')) rmSync(path.join(HISTORIES_DIR, file));
+  for (const dir of [HISTORIES_DIR, DUNNING_HISTORIES_DIR]) {
+    mkdirSync(dir, { recursive: true });
+    for (const file of readdirSync(dir)) if (file.endsWith('.json')) rmSync(path.join(dir, file));
+  }
+  // The subscriptions' life runs on 2023 event times: campaigns of that price wait for years, so they stay out of the way.
+  fakes.setDunningPolicy('price_fake_monthly', { ...FAST_DUNNING_POLICY, retryOffsetsSeconds: [20 * 365 * 86_400], gracePeriodSeconds: 20 * 365 * 86_400 });
 
-  const save = async (file: string, handle: WorkflowHandle) => {
-    writeFileSync(path.join(HISTORIES_DIR, `${file}.json`), `${JSON.stringify(historyToJson(await handle.fetchHistory()), null, 1)}\n`);
+  const save = async (file: string, handle: WorkflowHandle, dir = HISTORIES_DIR) => {
+    writeFileSync(path.join(dir, `${file}.json`), `${JSON.stringify(historyToJson(await handle.fetchHistory()), null, 1)}\n`);
     written.push(file);
   };
   const start = async (name: string, scenario: Scenario, overrides: Partial<CreateSubscriptionInput> = {}) => {
@@ -110,12 +116,83 @@ async function main() {
       }),
       recordThreeDSecurePaid(),
       recordLife(),
+      ...recordDunning(),
     ]);
   } finally {
     await workers.stop();
     await env.teardown();
   }
-  console.log(`wrote ${written.length} histories to ${path.relative(REPO_ROOT, HISTORIES_DIR)}: ${written.sort().join(', ')}`);
+  console.log(`wrote ${written.length} histories under ${path.relative(REPO_ROOT, path.dirname(HISTORIES_DIR))}: ${written.sort().join(', ')}`);
+
+  /** One campaign per path, each on a policy of its own (a price of its own), in seconds. */
+  function recordDunning(): Promise<void>[] {
+    const until = async (dunning: WorkflowHandle, predicate: (v: DunningView) => boolean) => {
+      for (let i = 0; i < 300; i++) {
+        const view = await dunning.query(dunningStateQuery).catch(() => undefined);
+        if (view && predicate(view)) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      throw new Error(`${dunning.workflowId} never reached the expected state`);
+    };
+    const campaign = async (name: string, policy: Partial<DunningPolicy>, act: (c: { subscription: WorkflowHandle; dunning: WorkflowHandle; invoiceId: string }) => Promise<void>, declineCode?: string) => {
+      const priceId = `price_${name.replace(/-/g, '_')}`;
+      fakes.setDunningPolicy(priceId, { ...FAST_DUNNING_POLICY, ...policy, name });
+      const { workflowId } = await start(name, { firstPayment: 'paid' }, { priceId });
+      await waitForView(client, workflowId, (v) => v.status === 'active');
+      const subscription = client.workflow.getHandle(workflowId);
+      const invoiceId = `in_${name.replace(/-/g, '_')}`;
+      await subscription.signal(paymentFailedSignal, { eventId: `evt_${name}`, eventCreated: Math.floor(Date.now() / 1000), invoiceId, ...(declineCode ? { declineCode } : {}) });
+      await waitForView(client, workflowId, (v) => v.dunning.some((d) => d.invoiceId === invoiceId));
+      const { subscriptionId } = idsFor(name);
+      const dunning = client.workflow.getHandle(dunningWorkflowId(subscriptionId, invoiceId));
+      // The subscription's workflow starts the campaign from its main loop: wait until it exists.
+      await until(dunning, () => true);
+      await act({ subscription, dunning, invoiceId });
+      await save(name, dunning, DUNNING_HISTORIES_DIR);
+      return { subscription };
+    };
+    const paid = (subscription: WorkflowHandle, invoiceId: string) =>
+      subscription.signal(renewalPaidSignal, { eventId: `evt_paid_${invoiceId}`, eventCreated: Math.floor(Date.now() / 1000) + 1, invoiceId, amountPaid: 1500, currency: 'eur' });
+    return [
+      campaign('dunning-recovered-at-attempt-2', {}, async ({ dunning, invoiceId }) => {
+        fakes.retriesAnswer(invoiceId, { outcome: 'declined', declineCode: 'insufficient_funds' }, { outcome: 'paid', declineCode: null });
+        await dunning.result();
+      }).then(() => undefined),
+      campaign('dunning-payment-method-updated', { retryOffsetsSeconds: [3600] }, async ({ subscription, dunning, invoiceId }) => {
+        fakes.retriesAnswer(invoiceId, { outcome: 'paid', declineCode: null });
+        await until(dunning, (v) => v.attempt === 1);
+        await subscription.signal(paymentMethodUpdatedSignal, { eventId: 'evt_pm_dunning', eventCreated: Math.floor(Date.now() / 1000), paymentMethodId: 'pm_new' });
+        await dunning.result();
+      }).then(() => undefined),
+      campaign(
+        'dunning-hard-decline-cancels',
+        {},
+        async ({ subscription, dunning }) => {
+          await dunning.result();
+          await subscription.result();
+          await save('live-canceled-by-dunning', subscription);
+        },
+        'stolen_card',
+      ).then(() => undefined),
+      campaign('dunning-exhausted-unpaid-then-paid', { retryOffsetsSeconds: [1, 2], maxAttempts: 2, finalAction: 'mark_unpaid' }, async ({ subscription, dunning, invoiceId }) => {
+        await until(dunning, (v) => v.state === 'unpaid');
+        await paid(subscription, invoiceId);
+        await dunning.result();
+      }).then(() => undefined),
+      campaign('dunning-suspended-at-grace-then-paid', { retryOffsetsSeconds: [1, 3600], gracePeriodSeconds: 2 }, async ({ subscription, dunning, invoiceId }) => {
+        await until(dunning, (v) => v.state === 'suspended' && v.attempt === 2);
+        await paid(subscription, invoiceId);
+        await dunning.result();
+      }).then(() => undefined),
+      campaign('dunning-stopped-by-cancellation', { retryOffsetsSeconds: [3600] }, async ({ subscription, dunning }) => {
+        await until(dunning, (v) => v.attempt === 1);
+        await subscription.signal(subscriptionCanceledSignal, { eventId: 'evt_canceled_dunning', eventCreated: Math.floor(Date.now() / 1000) + 5 });
+        await dunning.result();
+        await subscription.result();
+        await save('live-with-dunning-until-canceled', subscription);
+      }).then(() => undefined),
+    ];
+  }
 
   /** Creation waiting for 3-D Secure, a live event arriving early, then paid. */
   async function recordThreeDSecurePaid() {
