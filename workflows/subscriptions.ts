@@ -424,6 +424,10 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
             ? { ...state, cancelAtPeriodEnd: true }
             : { ...state, status: 'canceled', statusSince: Math.max(state.statusSince, Math.floor(Date.now() / 1000)) },
         );
+        // Ended now: its campaigns have nothing left to recover.
+        if (!request.atPeriodEnd && runningCampaigns().length > 0 && patched(DUNNING_PATCH)) {
+          for (const c of runningCampaigns()) dunningWork.push({ kind: 'canceled', invoiceId: c.invoiceId });
+        }
         await audit('subscription.cancel', name, request.requestedBy, { atPeriodEnd: request.atPeriodEnd, outcome: result.outcome, voidedInvoiceId: result.voidedInvoiceId });
       } finally {
         if (!request.atPeriodEnd) immediateCancels -= 1;

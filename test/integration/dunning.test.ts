@@ -7,7 +7,7 @@ import { connectClient, connectWorker } from '../../src/temporal/connection';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
 import { WORKFLOWS_PATH } from '../../src/worker/worker';
 import { dunningStateQuery, dunningWorkflowId, type DunningPolicy, type DunningView } from '../../workflows/dunning-contracts';
-import { paymentFailedSignal, paymentMethodUpdatedSignal, renewalPaidSignal, subscriptionWorkflowId } from '../../workflows/subscription-contracts';
+import { cancelSubscriptionUpdate, paymentFailedSignal, paymentMethodUpdatedSignal, renewalPaidSignal, subscriptionWorkflowId } from '../../workflows/subscription-contracts';
 import { createSubscriptionWorkflow } from '../../workflows/subscriptions';
 import { quietLog } from '../support/runtime';
 import { testConfig } from '../support/stack';
@@ -208,6 +208,17 @@ describe('dunning campaigns', () => {
     expect(fakes.entitlementChangesOf(sub.subscriptionId)).toEqual(['revoked', 'restored']);
     const view = await waitForView(client, sub.workflowId, (v) => v.dunning.length === 2 && v.dunning.every((d) => d.state === 'recovered'));
     expect(view).toMatchObject({ status: 'active', failedInvoiceIds: [] });
+  });
+
+  it('stops its campaigns when the subscription is canceled at once on request', async () => {
+    const sub = await activeSubscription({ ...FAST_DUNNING_POLICY, retryOffsetsSeconds: [3600] });
+    await sub.fail('in_stop');
+    await sub.until('in_stop', (v) => v.attempt === 1);
+    await sub.subscription.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: false }] });
+    const done = await sub.result('in_stop');
+    expect(done).toMatchObject({ state: 'stopped', history: [] });
+    expect(fakes.inputsOf(sub.campaignId('in_stop'), 'retryInvoicePayment')).toEqual([]);
+    await expect(sub.subscription.result()).resolves.toMatchObject({ status: 'canceled' });
   });
 
   it('refuses invalid input with a typed non-retryable failure', async () => {

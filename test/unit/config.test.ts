@@ -79,6 +79,26 @@ describe('loadConfig', () => {
     expect(JSON.stringify(problems)).not.toContain('notawebhooksecret');
   });
 
+  it('builds dunning policies from the default, DUNNING_POLICY and per-price overrides', () => {
+    const config = loadConfig(
+      {
+        DUNNING_POLICY: JSON.stringify({ retryOffsetsSeconds: [86_400, 172_800], maxAttempts: 2 }),
+        DUNNING_POLICY_BY_PRICE: JSON.stringify({ price_gold: { finalAction: 'leave_past_due' } }),
+      },
+      '/srv',
+    );
+    expect(config.dunning.default).toMatchObject({ name: 'default', retryOffsetsSeconds: [86_400, 172_800], maxAttempts: 2, finalAction: 'cancel', gracePeriodSeconds: 7 * 86_400 });
+    expect(config.dunning.byPrice.price_gold).toMatchObject({ name: 'price_gold', retryOffsetsSeconds: [86_400, 172_800], finalAction: 'leave_past_due' });
+    expect(loadConfig({}, '/srv').dunning.default.hardDeclineCodes).toEqual(expect.arrayContaining(['lost_card', 'stolen_card', 'pickup_card', 'fraudulent']));
+  });
+
+  it('names what is wrong with a dunning policy', () => {
+    expect(problemsOf({ DUNNING_POLICY: '{not json' })).toEqual([{ variable: 'DUNNING_POLICY', message: 'must be JSON' }]);
+    expect(problemsOf({ DUNNING_POLICY: JSON.stringify({ retryOffsetsSeconds: [5, 1] }) })[0]).toMatchObject({ variable: 'DUNNING_POLICY', message: expect.stringContaining('retryOffsetsSeconds') });
+    expect(problemsOf({ DUNNING_POLICY: JSON.stringify({ finalAction: 'shrug' }) })[0]).toMatchObject({ variable: 'DUNNING_POLICY', message: expect.stringContaining('finalAction') });
+    expect(problemsOf({ DUNNING_POLICY_BY_PRICE: JSON.stringify({ gold: { maxAttempts: 2 } }) })[0]).toMatchObject({ variable: 'DUNNING_POLICY_BY_PRICE' });
+  });
+
   it('refuses a live Stripe key outside production', () => {
     expect(problemsOf({ STRIPE_SECRET_KEY: 'sk_live_abc' })).toEqual([
       { variable: 'STRIPE_SECRET_KEY', message: 'a live key is only accepted with LEDGERLOCK_MODE=production' },
