@@ -9,6 +9,7 @@ import { cell } from '../src/customers/customer-crypto';
 import { findCustomer } from '../src/customers/customer-dal';
 import type { Db } from '../src/db/database';
 import { policyFor } from '../src/dunning/dunning-policy';
+import { invoicePaymentIntentId } from '../src/stripe/first-payment';
 import { stripeFailure } from '../src/stripe/stripe-errors';
 import { grantEntitlement, revokeEntitlements } from '../src/subscriptions/subscription-dal';
 import type { Logger } from '../src/log';
@@ -166,6 +167,24 @@ export interface RetryInvoicePaymentResult {
 
 export function createStripeDunningActivities(deps: { readonly stripe: Stripe }) {
   return {
+    /**
+     * The decline code of the invoice's last failed payment: `invoice.payment_failed`
+     * does not carry it, and a hard decline (a stolen card) must not be retried for weeks.
+     * Null when Stripe does not say.
+     */
+    async lastDeclineCode(input: { readonly invoiceId: string }): Promise<{ declineCode: string | null }> {
+      try {
+        const invoice = await deps.stripe.invoices.retrieve(input.invoiceId, { expand: ['payments'] });
+        const intentId = invoicePaymentIntentId(invoice);
+        if (!intentId) return { declineCode: null };
+        const intent = await deps.stripe.paymentIntents.retrieve(intentId);
+        const error = intent.last_payment_error;
+        return { declineCode: error?.decline_code ?? error?.code ?? null };
+      } catch (err) {
+        throw stripeFailure(err, 'invoices.retrieve');
+      }
+    },
+
     /**
      * Retries the invoice's payment (`invoices.pay`) with the campaign's key for this
      * attempt. A decline is an outcome, not a failure: the workflow classifies it. An

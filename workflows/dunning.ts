@@ -1,4 +1,5 @@
 import {
+  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -121,8 +122,18 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
   const origin = Math.min(input.failedAt * 1000, Date.now());
   const graceAt = origin + pinned.gracePeriodSeconds * 1000;
   const isHard = (code: string | null | undefined) => typeof code === 'string' && pinned.hardDeclineCodes.includes(code);
+  // The webhook rarely says why the payment failed: ask Stripe, so a stolen card is not retried for weeks.
+  let declineCode = input.declineCode ?? null;
+  if (declineCode === null) {
+    try {
+      declineCode = (await stripe.lastDeclineCode({ invoiceId })).declineCode;
+    } catch (err) {
+      if (!(err instanceof ActivityFailure)) throw err;
+      log.warn('decline code unknown; treating the failure as soft', { invoiceId });
+    }
+  }
 
-  await audit('dunning.started', 'campaign', { declineCode: input.declineCode ?? null, finalAction: pinned.finalAction });
+  await audit('dunning.started', 'campaign', { declineCode, finalAction: pinned.finalAction });
   await publish();
 
   /** Waits until `until` (unix ms), suspending on the way at the grace period. Returns what ended the wait. */
@@ -141,7 +152,7 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
     }
   };
 
-  let ending: 'recovered' | 'stopped' | 'exhausted' | 'hard' = isHard(input.declineCode) ? 'hard' : 'exhausted';
+  let ending: 'recovered' | 'stopped' | 'exhausted' | 'hard' = isHard(declineCode) ? 'hard' : 'exhausted';
   if (ending !== 'hard') {
     for (attempt = 1; attempt <= pinned.maxAttempts; attempt++) {
       const offset = pinned.retryOffsetsSeconds[Math.min(attempt - 1, pinned.retryOffsetsSeconds.length - 1)]!;

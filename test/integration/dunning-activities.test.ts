@@ -162,6 +162,28 @@ describe('dunning activities', () => {
     expect(await activeEntitlements(subscriptionId)).toBe(0);
   });
 
+  it("reads the decline code of the invoice's last payment, which the webhook does not carry", async () => {
+    proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/invoices/in_declined1'), 200, {
+      id: 'in_declined1',
+      object: 'invoice',
+      status: 'open',
+      payments: { object: 'list', data: [{ id: 'inpay_1', object: 'invoice_payment', is_default: true, status: 'open', payment: { type: 'payment_intent', payment_intent: 'pi_declined1' } }] },
+    });
+    proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/payment_intents/pi_declined1'), 200, {
+      id: 'pi_declined1',
+      object: 'payment_intent',
+      status: 'requires_payment_method',
+      last_payment_error: { type: 'card_error', code: 'card_declined', decline_code: 'stolen_card' },
+    });
+    expect(await stripe.lastDeclineCode({ invoiceId: 'in_declined1' })).toEqual({ declineCode: 'stolen_card' });
+    // Stripe includes an invoice's payments only when asked.
+    expect(proxy.requests.find((r) => r.method === 'GET' && r.path === '/v1/invoices/in_declined1')?.query.get('expand[0]')).toBe('payments');
+
+    // An invoice without a payment intent: Stripe has nothing to say.
+    proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/invoices/in_nopay1'), 200, { id: 'in_nopay1', object: 'invoice', status: 'open', payments: { object: 'list', data: [] } });
+    expect(await stripe.lastDeclineCode({ invoiceId: 'in_nopay1' })).toEqual({ declineCode: null });
+  });
+
   it('retries the payment with the attempt key and classifies the answer', async () => {
     const key = `dunning:test-${randomUUID()}:attempt-1`;
     proxy.failNext((method, path) => method === 'POST' && path === '/v1/invoices/in_retry1/pay', 402, {

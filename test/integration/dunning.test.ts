@@ -139,6 +139,16 @@ describe('dunning campaigns', () => {
     await expect(sub.subscription.result()).resolves.toMatchObject({ status: 'canceled' });
   });
 
+  it('asks Stripe for the decline code the webhook did not carry, and treats a hard one as hard', async () => {
+    const sub = await activeSubscription();
+    fakes.declinedWith('in_asked', 'fraudulent');
+    await sub.fail('in_asked');
+    const done = await sub.result('in_asked');
+    expect(done).toMatchObject({ state: 'canceled', attempt: 0, history: [] });
+    expect(fakes.inputsOf(sub.campaignId('in_asked'), 'lastDeclineCode')).toEqual([{ invoiceId: 'in_asked' }]);
+    expect(fakes.inputsOf(sub.campaignId('in_asked'), 'retryInvoicePayment')).toEqual([]);
+  });
+
   it('stops retrying on a hard decline at a retry', async () => {
     const sub = await activeSubscription({ ...FAST_DUNNING_POLICY, finalAction: 'leave_past_due' });
     fakes.retriesAnswer('in_hard2', { outcome: 'declined', declineCode: 'insufficient_funds' }, { outcome: 'declined', declineCode: 'lost_card' });

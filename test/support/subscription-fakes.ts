@@ -43,6 +43,7 @@ type StripeFakes = Pick<
   | 'cancelStripeSubscription'
   | 'refundInvoice'
   | 'retryInvoicePayment'
+  | 'lastDeclineCode'
 >;
 export type FakeActivityName = keyof GeneralFakes | keyof StripeFakes;
 
@@ -100,6 +101,7 @@ export function createSubscriptionFakes() {
   // Dunning: the policy per price (changed while campaigns run), retry outcomes per invoice, suspensions per subscription.
   const policies = new Map<string, DunningPolicy>();
   const retryOutcomes = new Map<string, RetryInvoicePaymentResult[]>();
+  const declineCodes = new Map<string, string>();
   const suspensions = new Map<string, Set<string>>();
   const entitlementChanges: { subscriptionId: string; change: 'revoked' | 'restored' }[] = [];
 
@@ -160,6 +162,7 @@ export function createSubscriptionFakes() {
       currency: 'eur',
       status: 'succeeded',
     })),
+    lastDeclineCode: fake('lastDeclineCode', (input) => ({ declineCode: declineCodes.get(input.invoiceId) ?? 'insufficient_funds' })),
     retryInvoicePayment: fake('retryInvoicePayment', (input) => retryOutcomes.get(input.invoiceId)?.shift() ?? { outcome: 'declined' as const, declineCode: 'insufficient_funds' }),
   };
 
@@ -188,6 +191,10 @@ export function createSubscriptionFakes() {
     /** What the next retries of this invoice answer, in order; then soft declines. */
     retriesAnswer(invoiceId: string, ...outcomes: RetryInvoicePaymentResult[]): void {
       retryOutcomes.set(invoiceId, [...outcomes]);
+    },
+    /** What Stripe says declined the invoice's last payment (default insufficient_funds). */
+    declinedWith(invoiceId: string, declineCode: string): void {
+      declineCodes.set(invoiceId, declineCode);
     },
     /** Revocations and restorations by suspension, in order. */
     entitlementChangesOf(subscriptionId: string): ('revoked' | 'restored')[] {
