@@ -1,3 +1,4 @@
+import type { KMSClient } from '@aws-sdk/client-kms';
 import type Stripe from 'stripe';
 import type { Config } from '../src/config/config';
 import type { DataKeys } from '../src/crypto/data-keys';
@@ -9,6 +10,7 @@ import { heartbeating } from './heartbeat';
 import { createCanaryActivities } from './canary';
 import { createCustomerActivities, createStripeCustomerActivities } from './customers';
 import { createDunningActivities, createStripeDunningActivities, type NoticeSender } from './dunning';
+import { createKeyRotationActivities } from './key-rotation';
 import { createStripeSubscriptionActivities, createSubscriptionActivities } from './subscriptions';
 
 /** Dependencies every activity factory draws from, narrowed per factory with Pick<>. */
@@ -19,7 +21,8 @@ export interface ActivityDeps {
   readonly dataKeys: DataKeys;
   readonly envelope: Envelope;
   readonly stripe: Stripe;
-  readonly config: Pick<Config, 'stripeSharedFields' | 'dunning'>;
+  readonly config: Pick<Config, 'stripeSharedFields' | 'dunning' | 'kms' | 'regions' | 'keyRotation'>;
+  readonly kms: KMSClient;
   /** Where dunning notices go; by default they are logged (template and opaque ids) and marked sent. */
   readonly noticeSender?: NoticeSender;
   readonly log?: Pick<Logger, 'info'>;
@@ -33,6 +36,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createCustomerActivities(deps),
     ...createSubscriptionActivities(deps),
     ...createDunningActivities(deps),
+    ...createKeyRotationActivities(deps),
   };
 }
 

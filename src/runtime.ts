@@ -7,6 +7,8 @@ import type { Express } from 'express';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { appendAuditEntry } from './audit/audit-dal';
 import { createAuditRouter } from './audit/audit-routes';
+import { ensureKeyRotationSchedule } from './keys/key-rotation-service';
+import { createKeyRotationRouter } from './keys/key-rotation-routes';
 import { ensureLocalSigningKey } from './auth/signing-keys';
 import { createTokenVerifier } from './auth/tokens';
 import { createCodecApp } from './codec/codec-server';
@@ -43,6 +45,13 @@ export async function startWorker(
   services: Services,
   workflowBundle?: WorkflowBundleWithSourceMap,
 ): Promise<Running> {
+  // The rotation schedule exists wherever workers run; creating it again only updates it.
+  const client = await connectClient(config, services.dataConverter);
+  try {
+    await ensureKeyRotationSchedule(client, config, log);
+  } finally {
+    await client.connection.close();
+  }
   const connection = await connectWorker(config);
   try {
     const workers = await createWorkers({
@@ -95,6 +104,7 @@ export async function startApi(config: Config, log: Logger, services: Services):
         authorize: guard,
       }),
       createAuditRouter({ db: services.db, authorize: guard }),
+      createKeyRotationRouter({ db: services.db, temporal, config, authorize: guard }),
     ],
     rawBodyRouters: [createStripeWebhookRouter({ db: services.db, secrets, log, onRecorded: () => relay.kick() })],
   });

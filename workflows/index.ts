@@ -3,3 +3,4 @@ export { canaryWorkflow } from './canary';
 export { eraseCustomerWorkflow, registerCustomerWorkflow } from './customers';
 export { createSubscriptionWorkflow, subscriptionWorkflow } from './subscriptions';
 export { dunningWorkflow } from './dunning';
+export { keyRotationWorkflow } from './key-rotation';

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { isScope, SCOPES, type Scope } from '../auth/scopes';
 import { ensureLocalSigningKey } from '../auth/signing-keys';
@@ -18,6 +19,9 @@ import { SUBSCRIPTION_ID_PATTERN } from '../../workflows/subscription-contracts'
 import { formatEndpoints, startStack } from '../stack/start';
 import { createStripe } from '../stripe/stripe-client';
 import { isTriggerEventType, TRIGGER_EVENT_TYPES, triggerStripeEvent, TriggerError } from '../webhooks/trigger';
+import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '../keys/key-rotation-service';
+import { progressLine } from '../keys/progress-bar';
+import { connectClient } from '../temporal/connection';
 
 const USAGE = `Usage: ledgerlock <command>
 
@@ -34,6 +38,10 @@ Commands:
   token --sub <identity> --scopes <a,b,...> [--ttl <seconds>]
                            print an API token signed with the data folder's key
                            (local use only; ttl default 3600)
+  keys rotate [--wait-retirement]
+                           rotate every master key now and show its progress until the
+                           new keys are promoted (or, with --wait-retirement, until the
+                           old ones are retired after the grace period)
   stripe trigger <event-type> --subscription <sub_ll_…> [--invoice <in_…>]
                  [--payment-method <pm_…>] [--api <url>]
                            post a signed Stripe event about a subscription to the local
@@ -41,14 +49,14 @@ Commands:
 `;
 
 /** The commands `main` understands; docker-compose.yml's services run these. */
-export const COMMANDS = ['codec-server', 'start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'stripe', 'help'] as const;
+export const COMMANDS = ['codec-server', 'start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'stripe', 'keys', 'help'] as const;
 
 class UsageError extends Error {
   override name = 'UsageError';
 }
 
 /** Errors whose message is written for the operator: printed without a stack trace. */
-const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError, TriggerError];
+const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError, TriggerError, RotationAlreadyRunningError];
 
 export function run(argv: string[]): void {
   const [command, ...rest] = argv;
@@ -85,6 +93,8 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
       return tokenCommand(args);
     case 'stripe':
       return stripeCommand(args);
+    case 'keys':
+      return keysCommand(args);
     case undefined:
     case 'help':
     case '--help':
@@ -260,5 +270,56 @@ async function stripeCommand(args: string[]): Promise<void> {
     if (result.status < 200 || result.status > 299) process.exitCode = 1;
   } finally {
     await db.destroy();
+  }
+}
+
+/**
+ * `keys rotate`: starts a rotation and draws its progress (a bar on a terminal, a line per
+ * change otherwise) until the new keys are promoted, or with --wait-retirement until it
+ * ends. Exits 1 when the rotation fails (it has then undone itself).
+ */
+async function keysCommand(args: string[]): Promise<void> {
+  let values: { 'wait-retirement'?: boolean };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'wait-retirement': { type: 'boolean' } } }));
+  } catch (err) {
+    throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
+  }
+  if (positionals.length !== 1 || positionals[0] !== 'rotate') throw new UsageError(`expected keys rotate\n\n${USAGE}`);
+  const { config, log } = setUp();
+  const services = createServices(config, log);
+  const client = await connectClient(config, services.dataConverter);
+  try {
+    const rotationId = await startKeyRotation(client, services.db, config, `operator:${os.userInfo().username}`);
+    process.stdout.write(`key rotation ${rotationId} started\n`);
+    const tty = process.stderr.isTTY;
+    let last = '';
+    for (;;) {
+      const status = await rotationStatus(client, services.db, rotationId);
+      if (status) {
+        const line = progressLine(status);
+        if (line !== last) process.stderr.write(tty ? `\r${line.padEnd(last.length)}` : `${line}\n`);
+        last = line;
+        const promoted = status.stage === 'grace period' && !values['wait-retirement'];
+        if (status.status !== 'running' || promoted) {
+          if (tty) process.stderr.write('\n');
+          if (status.status === 'failed') {
+            process.stdout.write(`key rotation ${rotationId} failed and was undone: ${status.failure ?? 'unknown reason'}\n`);
+            process.exitCode = 1;
+          } else if (promoted) {
+            const retireAt = status.progress?.retireAt;
+            process.stdout.write(`new master keys promoted; the old ones retire${retireAt ? ` at ${new Date(retireAt).toISOString()}` : ' after the grace period'}\n`);
+          } else {
+            process.stdout.write(`key rotation ${rotationId} completed\n`);
+          }
+          return;
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  } finally {
+    await client.connection.close();
+    await services.close();
   }
 }

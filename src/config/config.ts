@@ -65,6 +65,9 @@ export const ENV_DOCS = {
   STRIPE_SHARED_FIELDS: 'customer fields Stripe receives, comma-separated from email,name,phone,address (default `email,name`)',
   DUNNING_POLICY: 'JSON of the dunning policy fields to change from the default (`retryOffsetsSeconds` [3,7,14,21 days], `maxAttempts` 4, `gracePeriodSeconds` 7 days, `finalAction` `cancel`, `mark_unpaid` or `leave_past_due` (default cancel), `hardDeclineCodes`); a campaign keeps the policy it started with',
   DUNNING_POLICY_BY_PRICE: 'JSON object of Stripe price id to the policy fields that price changes from DUNNING_POLICY',
+  KEY_ROTATION_INTERVAL_DAYS: 'days between scheduled master key rotations (default 90, the cryptoperiod; the `key-rotation` schedule is created or updated at start)',
+  KEY_ROTATION_GRACE_SECONDS: 'how long an old master key stays decrypt-only after a rotation before it is retired (default 604800 = 7 days; keep it above the Temporal namespace retention, since old payloads name the old codec key)',
+  KEY_ROTATION_BATCH_SIZE: 'data keys re-wrapped and verified per batch, each batch heartbeating its cursor (default 200)',
 } as const;
 
 export type EnvName = keyof typeof ENV_DOCS;
@@ -151,6 +154,9 @@ const rawSchema = z.object({
     .default('email,name'),
   DUNNING_POLICY: z.string().min(2).optional(),
   DUNNING_POLICY_BY_PRICE: z.string().min(2).optional(),
+  KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
+  KEY_ROTATION_GRACE_SECONDS: z.coerce.number().int().min(0).max(365 * 86_400).default(7 * 86_400),
+  KEY_ROTATION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
 });
 
 type Raw = z.infer<typeof rawSchema>;
@@ -219,6 +225,7 @@ export interface Config {
   readonly stripeSharedFields: readonly ('email' | 'name' | 'phone' | 'address')[];
   /** Dunning policies: the default and per-price overrides. */
   readonly dunning: DunningPolicies;
+  readonly keyRotation: { readonly intervalDays: number; readonly graceSeconds: number; readonly batchSize: number };
 }
 
 export class ConfigError extends Error {
@@ -360,6 +367,7 @@ function build(raw: Raw, cwd: string): Config {
     dataKeyCache: { maxAgeMs: raw.DATA_KEY_CACHE_MAX_AGE_SECONDS * 1000, maxUses: raw.DATA_KEY_CACHE_MAX_USES },
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
+    keyRotation: { intervalDays: raw.KEY_ROTATION_INTERVAL_DAYS, graceSeconds: raw.KEY_ROTATION_GRACE_SECONDS, batchSize: raw.KEY_ROTATION_BATCH_SIZE },
     // Validated in crossFieldProblems before build runs.
     dunning: buildDunningPolicies(
       raw.DUNNING_POLICY ? (JSON.parse(raw.DUNNING_POLICY) as PolicyOverride) : undefined,

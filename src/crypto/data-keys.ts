@@ -19,7 +19,7 @@ export interface DataKeyDeps {
  * Binds a wrapped data key to its row: KMS refuses to unwrap it under any other id,
  * customer or region, so a wrapped key copied to another row is useless.
  */
-function encryptionContext(row: { id: string; customer_id: string; region: string }): Record<string, string> {
+export function encryptionContext(row: { id: string; customer_id: string; region: string }): Record<string, string> {
   return { 'ledgerlock:data-key-id': row.id, 'ledgerlock:customer-id': row.customer_id, 'ledgerlock:region': row.region };
 }
 

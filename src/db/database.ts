@@ -17,6 +17,8 @@ export interface Database {
   stripe_events: StripeEventTable;
   notification_outbox: NotificationOutboxTable;
   entitlement_suspensions: EntitlementSuspensionTable;
+  key_rotations: KeyRotationTable;
+  key_versions: KeyVersionTable;
 }
 
 /**
@@ -46,6 +48,15 @@ export interface DataKeyTable {
   status: 'active' | 'destroyed';
   created_at: ColumnType<Date, Date | undefined, never>;
   destroyed_at: Date | null;
+  /** The rotation whose wrap `wrapped_key` is (null: the wrap made when the key was created). */
+  rotation_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** A running rotation's wrap under the new master key, until promotion. */
+  pending_wrapped_key: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
+  pending_kms_key_id: ColumnType<string | null, string | null | undefined, string | null>;
+  pending_rotation_id: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The wrap a promotion replaced, until the old master key is retired (so the rotation can be undone). */
+  previous_wrapped_key: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
+  previous_kms_key_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 /** Personal data as Ledgerlock v1 ciphertext only; country stays plain to pick the region. */
@@ -173,6 +184,36 @@ export interface EntitlementSuspensionTable {
   subscription_id: string;
   invoice_id: string;
   suspended_at: ColumnType<Date, Date | undefined, never>;
+}
+
+/** One rotation run; at most one is running. */
+export interface KeyRotationTable {
+  id: string;
+  status: 'running' | 'completed' | 'failed';
+  stage: string;
+  requested_by: string;
+  total_keys: Generated<number>;
+  rewrapped_keys: Generated<number>;
+  verified_keys: Generated<number>;
+  failure: string | null;
+  started_at: ColumnType<Date, Date | undefined, never>;
+  finished_at: Date | null;
+}
+
+export type KeyVersionStatus = 'creating' | 'pending' | 'active' | 'decrypt_only' | 'retired' | 'failed';
+
+/** A master key Ledgerlock has used behind an alias; at most one active per alias. */
+export interface KeyVersionTable {
+  id: Generated<string>;
+  alias: string;
+  purpose: 'region' | 'codec';
+  region: string | null;
+  kms_key_id: string | null;
+  rotation_id: string | null;
+  status: KeyVersionStatus;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  promoted_at: Date | null;
+  retired_at: Date | null;
 }
 
 export type Db = Kysely<Database>;

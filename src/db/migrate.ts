@@ -5,6 +5,7 @@ import * as customersAndDataKeys from './migrations/2026-11-21T02-00-customers-a
 import * as subscriptions from './migrations/2026-11-22T00-00-subscriptions';
 import * as stripeEvents from './migrations/2026-11-22T01-00-stripe-events';
 import * as dunning from './migrations/2026-11-22T02-00-dunning';
+import * as keyRotation from './migrations/2026-11-22T03-00-key-rotation';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -17,6 +18,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-11-22T00-00-subscriptions': subscriptions,
   '2026-11-22T01-00-stripe-events': stripeEvents,
   '2026-11-22T02-00-dunning': dunning,
+  '2026-11-22T03-00-key-rotation': keyRotation,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {
