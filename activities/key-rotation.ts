@@ -51,7 +51,8 @@ export function createKeyRotationActivities(deps: KeyRotationDeps) {
       throw mapKmsError(err, operation);
     }
   };
-  const targetKeyId = async (alias: string): Promise<string> => (await kms('DescribeKey', () => deps.kms.send(new DescribeKeyCommand({ KeyId: alias })))).KeyMetadata!.KeyId!;
+  // Key ARNs throughout: KMS names the key of a GenerateDataKey or ReEncrypt by its ARN, and data_keys stores that.
+  const targetKeyId = async (alias: string): Promise<string> => (await kms('DescribeKey', () => deps.kms.send(new DescribeKeyCommand({ KeyId: alias })))).KeyMetadata!.Arn!;
   const setStage = (rotationId: string, stage: string) => deps.db.updateTable('key_rotations').set({ stage }).where('id', '=', rotationId).execute();
 
   return {
@@ -118,7 +119,7 @@ export function createKeyRotationActivities(deps: KeyRotationDeps) {
           }),
         ),
       );
-      const newKeyId = created.KeyMetadata!.KeyId!;
+      const newKeyId = created.KeyMetadata!.Arn!;
       await deps.db.updateTable('key_versions').set({ kms_key_id: newKeyId, status: 'pending' }).where('rotation_id', '=', input.rotationId).where('alias', '=', alias).execute();
       return { newKeyId, previousKeyId: current };
     },

@@ -21,7 +21,7 @@ const local = proxyActivities<Activities>(LOCAL_STEP);
 /** Batch loops over every data key: long, so they heartbeat their cursor; a dead worker is noticed in seconds. */
 const batches = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
-  heartbeatTimeout: '30 seconds',
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 50 },
 });
 

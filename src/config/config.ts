@@ -297,6 +297,10 @@ function crossFieldProblems(raw: Raw): { variable: string; message: string }[] {
     const parsed = parseJsonVariable(text, schema as z.ZodType<unknown>);
     if (!parsed.ok) problems.push({ variable, message: parsed.message });
   }
+  if (raw.KEY_ROTATION_GRACE_SECONDS < raw.DATA_KEY_CACHE_MAX_AGE_SECONDS) {
+    // The codec keeps encoding with a cached data key wrapped by the old master key that long.
+    problems.push({ variable: 'KEY_ROTATION_GRACE_SECONDS', message: 'must be at least DATA_KEY_CACHE_MAX_AGE_SECONDS' });
+  }
   if (raw.STRIPE_SECRET_KEY?.includes('_live_') && raw.LEDGERLOCK_MODE !== 'production') {
     problems.push({ variable: 'STRIPE_SECRET_KEY', message: 'a live key is only accepted with LEDGERLOCK_MODE=production' });
   }

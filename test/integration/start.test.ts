@@ -2,6 +2,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { dropDatabase } from '../../src/db/database';
 import { freePort, tcpProbe } from '../../src/stack/process';
@@ -66,6 +68,17 @@ describe('ledgerlock start (npm start)', () => {
     expect(((await health.json()) as { status: string }).status).toBe('ok');
     const ui = await fetch(`http://127.0.0.1:${ports.ui}/`);
     expect(ui.status).toBe(200);
+
+    // The key rotation schedule exists: every 90 days, a run skipped while one is still running.
+    const connection = await Connection.connect({ address: `127.0.0.1:${ports.temporal}` });
+    try {
+      const { schedule } = await connection.workflowService.describeSchedule({ namespace: 'default', scheduleId: 'key-rotation' });
+      expect(Number(schedule?.spec?.interval?.[0]?.interval?.seconds)).toBe(90 * 86_400);
+      expect(schedule?.policies?.overlapPolicy).toBe(temporal.api.enums.v1.ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_SKIP);
+      expect(schedule?.action?.startWorkflow?.workflowType?.name).toBe('keyRotationWorkflow');
+    } finally {
+      await connection.close();
+    }
 
     const second = spawnCli(['start'], env);
     expect(await second.exited).not.toBe(0);
