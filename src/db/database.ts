@@ -298,6 +298,12 @@ export async function dropDatabase(databaseUrl: string): Promise<void> {
   const client = new pg.Client(connectionOptions(url.toString()));
   await client.connect();
   try {
+    // Let pools that are closing finish first: FORCE would cut their sessions mid-goodbye, which they report as errors.
+    for (let i = 0; i < 50; i++) {
+      const open = await client.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+      if (open.rows[0].n === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
   } finally {
     await client.end();
