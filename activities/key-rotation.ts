@@ -57,7 +57,7 @@ export function createKeyRotationActivities(deps: KeyRotationDeps) {
 
   return {
     /** What this rotation rotates (every region's master key and the payload codec's), pinned in the history. */
-    async planRotation(): Promise<RotationPlan> {
+    async planRotation(_input: Record<string, never> = {}): Promise<RotationPlan> {
       const targets: RotationTarget[] = [
         ...deps.config.regions.map((region) => ({ alias: masterKeyAlias(deps.config, region), purpose: 'region' as const, region })),
         { alias: codecKeyAlias(deps.config), purpose: 'codec' as const, region: null },

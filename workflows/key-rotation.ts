@@ -61,7 +61,7 @@ export async function keyRotationWorkflow(input: KeyRotationInput): Promise<Rota
     });
 
   await local.beginRotation({ rotationId, requestedBy: input.requestedBy });
-  const plan: RotationPlan = await local.planRotation();
+  const plan: RotationPlan = await local.planRotation({});
   for (const target of plan.targets) {
     progress.set(target.alias, { alias: target.alias, region: target.region, newKeyId: null, previousKeyId: null, rewrapped: 0, verified: 0, promoted: false, retirement: 'pending' });
   }

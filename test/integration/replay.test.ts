@@ -60,6 +60,15 @@ describe('replay of recorded workflow histories', () => {
     );
   });
 
+  it('has the key rotation histories: completed, verification failed, promotion failed, refused', () => {
+    expect(files.filter((f) => f.startsWith('key-rotation/')).map((f) => path.basename(f, '.json')).sort()).toEqual([
+      'rotation-completed',
+      'rotation-promotion-failed',
+      'rotation-refused-while-running',
+      'rotation-verification-failed',
+    ]);
+  });
+
   it('replays every history against the current workflow code without a determinism error', async () => {
     const histories = files.map((file) => ({ workflowId: `replay:${file}`, history: load(file) }));
     const failures: string[] = [];

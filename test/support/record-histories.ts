@@ -7,8 +7,8 @@
  *   npx tsx test/support/record-histories.ts
  *
  * It starts its own Temporal dev server (the pinned CLI), runs every path of the
- * subscription and dunning workflows against the activity fakes, and writes one JSON
- * history per run to test/histories/subscriptions/ and test/histories/dunning/. No payload codec: payloads are plain JSON, so
+ * subscription, dunning and key-rotation workflows against the activity fakes, and writes
+ * one JSON history per run under test/histories/. No payload codec: payloads are plain JSON, so
  * replay needs no KMS key of this run, and every value in them is fake (the "sealed"
  * customer fields are base64 of `fake-ciphertext-of-…`).
  */
@@ -40,6 +40,7 @@ import { createSubscriptionFakes, FAST_DUNNING_POLICY, fakeSealedCustomer, FIRST
 
 export const HISTORIES_DIR = path.join(REPO_ROOT, 'test', 'histories', 'subscriptions');
 export const DUNNING_HISTORIES_DIR = path.join(REPO_ROOT, 'test', 'histories', 'dunning');
+export const ROTATION_HISTORIES_DIR = path.join(REPO_ROOT, 'test', 'histories', 'key-rotation');
 const TASK_QUEUE = 'record-histories';
 
 /** Stable ids per scenario, so re-recording changes only what changed. */
@@ -70,7 +71,7 @@ async function main() {
   const client = env.client;
   const written: string[] = [];
   // The current shapes only: subfolders keep histories of earlier workflow versions, which must replay too.
-  for (const dir of [HISTORIES_DIR, DUNNING_HISTORIES_DIR]) {
+  for (const dir of [HISTORIES_DIR, DUNNING_HISTORIES_DIR, ROTATION_HISTORIES_DIR]) {
     mkdirSync(dir, { recursive: true });
     for (const file of readdirSync(dir)) if (file.endsWith('.json')) rmSync(path.join(dir, file));
   }
@@ -117,12 +118,30 @@ async function main() {
       recordThreeDSecurePaid(),
       recordLife(),
       ...recordDunning(),
+      ...recordRotations(),
     ]);
   } finally {
     await workers.stop();
     await env.teardown();
   }
   console.log(`wrote ${written.length} histories under ${path.relative(REPO_ROOT, path.dirname(HISTORIES_DIR))}: ${written.sort().join(', ')}`);
+
+  /** The rotation saga: completed, undone after a failed verification, refused while another runs. */
+  function recordRotations(): Promise<void>[] {
+    const rotation = async (name: string, scenario: Scenario) => {
+      const workflowId = `key-rotation:${name}`;
+      fakes.scenario(workflowId, scenario);
+      const handle = await client.workflow.start('keyRotationWorkflow', { taskQueue: TASK_QUEUE, workflowId, args: [{ requestedBy: 'svc-recorder' }] });
+      await handle.result().catch(() => undefined);
+      await save(name, handle, ROTATION_HISTORIES_DIR);
+    };
+    return [
+      rotation('rotation-completed', {}),
+      rotation('rotation-verification-failed', { failing: ['verifyRewrappedKeys'] }),
+      rotation('rotation-promotion-failed', { failing: ['promoteMasterKey'] }),
+      rotation('rotation-refused-while-running', { failing: ['beginRotation'] }),
+    ];
+  }
 
   /** One campaign per path, each on a policy of its own (a price of its own), in seconds. */
   function recordDunning(): Promise<void>[] {

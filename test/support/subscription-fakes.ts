@@ -32,6 +32,17 @@ type GeneralFakes = Pick<
   | 'queueDunningNotice'
   | 'suspendEntitlements'
   | 'restoreEntitlements'
+  | 'planRotation'
+  | 'beginRotation'
+  | 'createMasterKey'
+  | 'discardNewMasterKey'
+  | 'rewrapDataKeys'
+  | 'verifyRewrappedKeys'
+  | 'promoteMasterKey'
+  | 'demoteMasterKey'
+  | 'retireOldMasterKey'
+  | 'finishRotation'
+  | 'setRotationStage'
 >;
 type StripeFakes = Pick<
   StripeActivities,
@@ -125,6 +136,25 @@ export function createSubscriptionFakes() {
       if (first) entitlementChanges.push({ subscriptionId: input.subscriptionId, change: 'revoked' });
       return { revoked: first ? 1 : 0, alreadySuspended };
     }),
+    // Key rotation: one region and the codec, five data keys, a one-second grace period.
+    planRotation: fake('planRotation', () => ({
+      targets: [
+        { alias: 'alias/fake-eu', purpose: 'region' as const, region: 'eu' },
+        { alias: 'alias/fake-temporal-payloads', purpose: 'codec' as const, region: null },
+      ],
+      graceSeconds: 1,
+      batchSize: 10,
+    })),
+    beginRotation: fake('beginRotation', () => undefined),
+    createMasterKey: fake('createMasterKey', (input) => ({ newKeyId: `arn:fake:new:${input.target.alias}`, previousKeyId: `arn:fake:old:${input.target.alias}` })),
+    discardNewMasterKey: fake('discardNewMasterKey', (input) => ({ discardedKeyId: `arn:fake:new:${input.target.alias}` })),
+    rewrapDataKeys: fake('rewrapDataKeys', () => ({ rewrapped: 5 })),
+    verifyRewrappedKeys: fake('verifyRewrappedKeys', () => ({ verified: 5 })),
+    promoteMasterKey: fake('promoteMasterKey', (input) => ({ promoted: input.target.region === null ? 0 : 5 })),
+    demoteMasterKey: fake('demoteMasterKey', (input) => ({ restored: input.target.region === null ? 0 : 5 })),
+    retireOldMasterKey: fake('retireOldMasterKey', () => ({ retired: true, references: 0 })),
+    finishRotation: fake('finishRotation', () => undefined),
+    setRotationStage: fake('setRotationStage', () => undefined),
     restoreEntitlements: fake('restoreEntitlements', (input) => {
       const set = suspensions.get(input.subscriptionId);
       if (!set?.delete(input.invoiceId) || set.size > 0) return { restored: false };
