@@ -2,6 +2,7 @@ import path from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { REPO_ROOT } from '../src/stack/paths';
 import { ensureServers } from '../src/stack/servers';
+import { dunningParkedBenchmark } from './benchmarks/dunning-parked';
 import { envelopeBenchmark } from './benchmarks/envelope';
 import { roundTripBenchmark } from './benchmarks/roundtrip';
 import { startupBenchmark } from './benchmarks/startup';
@@ -25,6 +26,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'envelope-encryption': () => envelopeBenchmark(),
   'subscription-saga': () => subscriptionSagaBenchmark(),
   webhooks: () => webhooksBenchmark(env),
+  'dunning-parked': () => dunningParkedBenchmark(),
 };
 
 async function main(): Promise<void> {

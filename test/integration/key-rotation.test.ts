@@ -9,6 +9,7 @@ import { runWorkersUntil } from '../../src/worker/worker';
 import { KEY_ROTATION_FAILURE, type RotationProgress } from '../../workflows/key-rotation-contracts';
 import { rotationWorld, type RotationWorld } from '../support/rotation-stack';
 import { createTestWorkers, startTestApi } from '../support/runtime';
+import { spawnCli } from '../support/spawn';
 import { tokenFor } from '../support/tokens';
 
 /**
@@ -122,6 +123,19 @@ describe('key rotation', () => {
     expect(await world.fingerprints()).toEqual(before);
     expect(await world.decryptable()).toBe(2000);
     expect(await rotationStatus(client, world.services.db, rotationId)).toMatchObject({ status: 'failed', failure: expect.stringContaining('KeyRotationVerificationFailed') });
+  }, 300_000);
+
+  it('`ledgerlock keys rotate` starts one and draws its progress until it ends', async () => {
+    const cli = spawnCli(['keys', 'rotate', '--wait-retirement'], world.env);
+    expect(await cli.exited, cli.stderr()).toBe(0);
+    const rotationId = /key rotation (key-rotation:[0-9a-f-]+) started/.exec(cli.stdout())?.[1];
+    expect(rotationId).toBeDefined();
+    expect(cli.stdout()).toContain(`key rotation ${rotationId} completed`);
+    // Not a terminal: one line per change, the bar filling up to 100%.
+    const lines = cli.stderr().trim().split('\n');
+    expect(lines.some((l) => /^\[#*-+\] +\d+% re-wrapping data keys of region (eu|us) \(\d+\/2000 re-wrapped, \d+ verified\)$/.test(l))).toBe(true);
+    expect(lines.at(-1)).toMatch(/^\[#{30}\] 100% completed/);
+    expect(await world.decryptable()).toBe(2000);
   }, 300_000);
 
   it('refuses a second rotation while one runs, through the service, the API and the workflow itself', async () => {

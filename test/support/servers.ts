@@ -6,7 +6,7 @@ import { loadConfig } from '../../src/config/config';
 import { createDb, dropDatabase, ensureDatabase } from '../../src/db/database';
 import { migrate } from '../../src/db/migrate';
 import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
-import { startLocalServers } from '../../src/stack/local-servers';
+import { DEV_SERVER_SQLITE_PRAGMAS, startLocalServers } from '../../src/stack/local-servers';
 import { REPO_ROOT } from '../../src/stack/paths';
 import { freePort } from '../../src/stack/process';
 import { ensureServers, serverPath } from '../../src/stack/servers';
@@ -55,6 +55,7 @@ export async function startTestServers(name: string): Promise<{ stack: TestStack
           port: temporalPort,
           ui: false,
           dbFilename: temporalDb,
+          extraArgs: DEV_SERVER_SQLITE_PRAGMAS,
           searchAttributes: Object.values(SEARCH_ATTRIBUTES),
           log: { format: 'pretty', level: 'warn' },
         },
