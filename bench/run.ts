@@ -4,6 +4,7 @@ import { REPO_ROOT } from '../src/stack/paths';
 import { ensureServers } from '../src/stack/servers';
 import { dunningParkedBenchmark } from './benchmarks/dunning-parked';
 import { envelopeBenchmark } from './benchmarks/envelope';
+import { keyRotationBenchmark } from './benchmarks/key-rotation';
 import { roundTripBenchmark } from './benchmarks/roundtrip';
 import { startupBenchmark } from './benchmarks/startup';
 import { subscriptionSagaBenchmark } from './benchmarks/subscription-saga';
@@ -27,6 +28,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'subscription-saga': () => subscriptionSagaBenchmark(),
   webhooks: () => webhooksBenchmark(env),
   'dunning-parked': () => dunningParkedBenchmark(),
+  'key-rotation': () => keyRotationBenchmark(),
 };
 
 async function main(): Promise<void> {
