@@ -20,7 +20,8 @@ const CONCURRENCY = 100;
 /** Each health window (idle before the load, then with every campaign parked). */
 const WINDOW_SECONDS = 10;
 /** Unset: the SDK's default, as production runs (it depends on the worker's heap limit). */
-const MAX_CACHED_WORKFLOWS = process.env.BENCH_DUNNING_MAX_CACHED ? Number(process.env.BENCH_DUNNING_MAX_CACHED) : undefined;
+/** The production worker's setting (WORKER_MAX_CACHED_WORKFLOWS), unless BENCH_DUNNING_MAX_CACHED says otherwise. */
+const MAX_CACHED_WORKFLOWS: number | undefined = Number(process.env.BENCH_DUNNING_MAX_CACHED ?? loadConfig({}).temporal.maxCachedWorkflows);
 /**
  * No further campaign parked for this long: the rest are stuck; fail loudly. No limit on the
  * whole: on a small machine the dev server parks only a few campaigns a second (see README).
@@ -197,7 +198,7 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
         `after the failure, grace period 7 days) after its first notice. No parent subscription workflow: each campaign's two ` +
         `dunningProgress signals to it fail (external workflow not found) and are caught, as the workflow does when its ` +
         `subscription has ended. Activities are in-memory fakes, so the figures are Temporal's and the workflow code's, not ` +
-        `PostgreSQL's. The worker (both task queues, the SDK's default maxCachedWorkflows unless BENCH_DUNNING_MAX_CACHED is set, ` +
+        `PostgreSQL's. The worker (both task queues, maxCachedWorkflows as WORKER_MAX_CACHED_WORKFLOWS sets it unless BENCH_DUNNING_MAX_CACHED does, ` +
         `runtime logging at WARN) runs in a child process of its own so that its RSS is the worker's alone; baseline: the same ` +
         `worker's RSS idle (median over a ${WINDOW_SECONDS} s window before the load). Peak: the highest RSS from the first start ` +
         `on (the kernel's VmHWM, reset at the load, and a 100 ms sampler). Dev server health: latency of DescribeNamespace and of ` +
@@ -222,7 +223,7 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
         activityCalls: Object.entries(calls)
           .map(([name, n]) => `${name} ${n}`)
           .join(', '),
-        workerMaxCachedWorkflows: `${running.maxCachedWorkflows} (${MAX_CACHED_WORKFLOWS !== undefined ? 'set by BENCH_DUNNING_MAX_CACHED' : `SDK default for a ${running.heapLimitMiB} MiB heap limit`})`,
+        workerMaxCachedWorkflows: `${running.maxCachedWorkflows} (${MAX_CACHED_WORKFLOWS !== undefined ? 'set by BENCH_DUNNING_MAX_CACHED' : 'WORKER_MAX_CACHED_WORKFLOWS'})`,
         workerCachedWorkflowsParked: atParked.cachedWorkflows,
         workerIdleRssMiB: mib(idleRss),
         workerParkedRssMiB: mib(parkedRss),

@@ -32,6 +32,7 @@ export const ENV_DOCS = {
   TEMPORAL_ADDRESS: 'Temporal frontend `host:port` (local default `127.0.0.1:<TEMPORAL_PORT>`; required in production)',
   TEMPORAL_NAMESPACE: 'Temporal namespace (default `default`)',
   TEMPORAL_TASK_QUEUE: 'task queue of workflows and general activities (default `ledgerlock`)',
+  WORKER_MAX_CACHED_WORKFLOWS: 'workflows a worker keeps in memory between tasks (default 1000); the rest replay from history when they wake, so memory stays bounded however many campaigns wait on timers',
   TEMPORAL_PORT: 'local dev server gRPC port (default 7233)',
   TEMPORAL_UI_PORT: 'local dev server Web UI port (default 8233)',
   TEMPORAL_TLS_CERT: 'client certificate (PEM file) for mTLS to Temporal',
@@ -100,6 +101,7 @@ const rawSchema = z.object({
     .optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('ledgerlock'),
+  WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(1000),
   TEMPORAL_PORT: port.default(7233),
   TEMPORAL_UI_PORT: port.default(8233),
   TEMPORAL_TLS_CERT: z.string().min(1).optional(),
@@ -183,6 +185,8 @@ export interface Config {
     readonly address: string;
     readonly namespace: string;
     readonly taskQueue: string;
+    /** The general worker's sticky cache of workflows. */
+    readonly maxCachedWorkflows: number;
     readonly tls?: TemporalTls;
     /** Set when `npm start` runs the dev server itself. */
     readonly devServer?: { readonly port: number; readonly uiPort: number; readonly executable?: string };
@@ -330,6 +334,7 @@ function build(raw: Raw, cwd: string): Config {
       address: raw.TEMPORAL_ADDRESS ?? `127.0.0.1:${raw.TEMPORAL_PORT}`,
       namespace: raw.TEMPORAL_NAMESPACE,
       taskQueue: raw.TEMPORAL_TASK_QUEUE,
+      maxCachedWorkflows: raw.WORKER_MAX_CACHED_WORKFLOWS,
       ...(tls ? { tls } : {}),
       ...(runTemporal
         ? { devServer: { port: raw.TEMPORAL_PORT, uiPort: raw.TEMPORAL_UI_PORT, ...opt('executable', raw.TEMPORAL_CLI_PATH) } }

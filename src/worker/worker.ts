@@ -55,6 +55,8 @@ export async function createWorkers(options: WorkerOptions): Promise<[general: W
     ...common,
     taskQueue: options.config.temporal.taskQueue,
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    // Bounded: thousands of dunning campaigns parked on timers must not grow the worker without limit.
+    maxCachedWorkflows: options.config.temporal.maxCachedWorkflows,
     activities: createActivities(options.deps),
   });
   const stripe = await Worker.create({
