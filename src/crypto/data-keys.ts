@@ -146,7 +146,8 @@ export class DataKeys {
     // drop them from its cache (see destruction-listener.ts).
     const { rows } = await sql<{ id: string }>`
       with destroyed as (
-        update data_keys set wrapped_key = null, status = 'destroyed', destroyed_at = now()
+        -- Every wrap goes: a rotation's pending one and the one a promotion kept could unwrap it too.
+        update data_keys set wrapped_key = null, pending_wrapped_key = null, previous_wrapped_key = null, status = 'destroyed', destroyed_at = now()
         where customer_id = ${customerId} and status = 'active'
         returning id
       )
