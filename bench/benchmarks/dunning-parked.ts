@@ -223,7 +223,7 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
         activityCalls: Object.entries(calls)
           .map(([name, n]) => `${name} ${n}`)
           .join(', '),
-        workerMaxCachedWorkflows: `${running.maxCachedWorkflows} (${MAX_CACHED_WORKFLOWS !== undefined ? 'set by BENCH_DUNNING_MAX_CACHED' : 'WORKER_MAX_CACHED_WORKFLOWS'})`,
+        workerMaxCachedWorkflows: `${running.maxCachedWorkflows} (${process.env.BENCH_DUNNING_MAX_CACHED !== undefined ? 'set by BENCH_DUNNING_MAX_CACHED' : 'WORKER_MAX_CACHED_WORKFLOWS'})`,
         workerCachedWorkflowsParked: atParked.cachedWorkflows,
         workerIdleRssMiB: mib(idleRss),
         workerParkedRssMiB: mib(parkedRss),
