@@ -335,15 +335,19 @@ export function createKeyRotationActivities(deps: KeyRotationDeps) {
      * pending window) unless a data key still depends on it, say one created under the
      * alias while the rotation ran; then it stays decrypt-only for the next rotation.
      */
-    async retireOldMasterKey(input: { readonly rotationId: string; readonly target: RotationTarget; readonly previousKeyId: string }): Promise<{ retired: boolean; references: number }> {
+    async retireOldMasterKey(input: { readonly rotationId: string; readonly target: RotationTarget; readonly previousKeyId: string }): Promise<{ retired: boolean; references: number | null }> {
       const { region } = input.target;
       await setStage(input.rotationId, `retiring the old key of ${input.target.alias}`);
-      if (region !== null) {
-        const refs = await deps.db.selectFrom('data_keys').select(sql<string>`count(*)`.as('n')).where('status', '=', 'active').where('kms_key_id', '=', input.previousKeyId).executeTakeFirstOrThrow();
-        const references = Number(refs.n);
-        if (references > 0) return { retired: false, references };
-        await deps.db.updateTable('data_keys').set({ previous_wrapped_key: null, previous_kms_key_id: null }).where('previous_kms_key_id', '=', input.previousKeyId).execute();
+      if (region === null) {
+        // The old codec key is referenced by every workflow history written before promotion (subscriptions live
+        // for years): a worker replaying one must still decode it. Kept decrypt-only; an operator retires it
+        // once no run started before the rotation is open and the namespace retention has passed.
+        return { retired: false, references: null };
       }
+      const refs = await deps.db.selectFrom('data_keys').select(sql<string>`count(*)`.as('n')).where('status', '=', 'active').where('kms_key_id', '=', input.previousKeyId).executeTakeFirstOrThrow();
+      const references = Number(refs.n);
+      if (references > 0) return { retired: false, references };
+      await deps.db.updateTable('data_keys').set({ previous_wrapped_key: null, previous_kms_key_id: null }).where('previous_kms_key_id', '=', input.previousKeyId).execute();
       try {
         await deps.kms.send(new ScheduleKeyDeletionCommand({ KeyId: input.previousKeyId, PendingWindowInDays: KMS_DELETION_WINDOW_DAYS }));
       } catch (err) {

@@ -31,7 +31,7 @@ export interface RotationTargetProgress {
   readonly rewrapped: number;
   readonly verified: number;
   readonly promoted: boolean;
-  /** After the grace period: retired, or kept because data keys still reference it. */
+  /** After the grace period: retired, or kept because something still references it (data keys; for the codec key, workflow histories). */
   readonly retirement: 'pending' | 'retired' | 'kept';
 }
 

@@ -67,7 +67,7 @@ export const ENV_DOCS = {
   DUNNING_POLICY: 'JSON of the dunning policy fields to change from the default (`retryOffsetsSeconds` [3,7,14,21 days], `maxAttempts` 4, `gracePeriodSeconds` 7 days, `finalAction` `cancel`, `mark_unpaid` or `leave_past_due` (default cancel), `hardDeclineCodes`); a campaign keeps the policy it started with',
   DUNNING_POLICY_BY_PRICE: 'JSON object of Stripe price id to the policy fields that price changes from DUNNING_POLICY',
   KEY_ROTATION_INTERVAL_DAYS: 'days between scheduled master key rotations (default 90, the cryptoperiod; the `key-rotation` schedule is created or updated at start)',
-  KEY_ROTATION_GRACE_SECONDS: 'how long an old master key stays decrypt-only after a rotation before it is retired (default 604800 = 7 days; keep it above the Temporal namespace retention, since old payloads name the old codec key)',
+  KEY_ROTATION_GRACE_SECONDS: 'how long an old master key stays decrypt-only after a rotation before it is retired (default 604800 = 7 days; at least DATA_KEY_CACHE_MAX_AGE_SECONDS; old codec keys are never retired automatically)',
   KEY_ROTATION_BATCH_SIZE: 'data keys re-wrapped and verified per batch, each batch heartbeating its cursor (default 200)',
 } as const;
 

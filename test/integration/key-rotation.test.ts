@@ -67,13 +67,17 @@ describe('key rotation', () => {
 
     const result = (await handle.result()) as RotationProgress;
     expect(result.stage).toBe('completed');
-    expect(result.targets.every((t) => t.promoted && t.retirement === 'retired')).toBe(true);
+    const codecAlias = world.aliases().at(-1)!;
+    // Region keys retire; the codec key stays decrypt-only: histories written before the rotation still name it.
+    for (const target of result.targets) expect([target.alias, target.promoted, target.retirement]).toEqual([target.alias, true, target.region === null ? 'kept' : 'retired']);
+    const [afterwards] = await codec.decode([oldPayload!]);
+    expect(afterwards!.data!.toString()).toBe('{"invoice":"in_old"}');
 
-    // Every alias points at its new key; the old keys are pending deletion.
+    // Every alias points at its new key; the old region keys are pending deletion.
     for (const target of result.targets) {
       expect(await world.aliasTarget(target.alias)).toBe(target.newKeyId);
       expect(target.previousKeyId).toBe(oldTargets.get(target.alias));
-      expect(await world.keyState(target.previousKeyId!)).toBe('PendingDeletion');
+      expect(await world.keyState(target.previousKeyId!)).toBe(target.alias === codecAlias ? 'Enabled' : 'PendingDeletion');
     }
     // Every data key is wrapped by its region's new master key, once, and unwraps to the same key as before.
     const rows = await world.owner.selectFrom('data_keys').select(['id', 'region', 'kms_key_id', 'rotation_id', 'pending_wrapped_key', 'previous_wrapped_key']).where('status', '=', 'active').execute();
@@ -86,7 +90,7 @@ describe('key rotation', () => {
 
     const byAlias = new Map<string, string[]>();
     for (const v of await versions()) byAlias.set(v.alias, [...(byAlias.get(v.alias) ?? []), v.status].sort());
-    for (const alias of world.aliases()) expect(byAlias.get(alias)).toEqual(['active', 'retired']);
+    for (const alias of world.aliases()) expect(byAlias.get(alias)).toEqual(alias === codecAlias ? ['active', 'decrypt_only'] : ['active', 'retired']);
 
     const status = await rotationStatus(client, world.services.db, rotationId);
     expect(status).toMatchObject({ status: 'completed', totalKeys: 2000, rewrappedKeys: 2000, verifiedKeys: 2000 });

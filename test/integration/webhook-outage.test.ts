@@ -27,6 +27,7 @@ describe('webhooks while Temporal is down', () => {
   let api: RunningServer & { services: Services };
   let recorders: SignalRecorders;
   let db: Db;
+  let restartTemporal: () => Promise<void>;
   const subs = Array.from({ length: 10 }, () => newSubscriptionId());
 
   beforeAll(async () => {
@@ -34,22 +35,40 @@ describe('webhooks while Temporal is down', () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-outage-'));
     const url = new URL(testStack().databaseUrl);
     url.pathname = `${url.pathname}_outage`;
-    const [temporalPort, uiPort] = [await freePort(), await freePort()];
-    config = testConfig({
-      LEDGERLOCK_DATA_DIR: dataDir,
-      DATABASE_URL: url.toString(),
-      // Unset: the stack's own dev server, on ports of its own.
-      TEMPORAL_ADDRESS: '',
-      TEMPORAL_PORT: String(temporalPort),
-      TEMPORAL_UI_PORT: String(uiPort),
-      STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
-      STRIPE_WEBHOOK_RETRY_MAX_SECONDS: '1',
-    });
+    const configFor = (temporalPort: number, uiPort: number) =>
+      testConfig({
+        LEDGERLOCK_DATA_DIR: dataDir,
+        DATABASE_URL: url.toString(),
+        // Unset: the stack's own dev server, on ports of its own.
+        TEMPORAL_ADDRESS: '',
+        TEMPORAL_PORT: String(temporalPort),
+        TEMPORAL_UI_PORT: String(uiPort),
+        STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
+        STRIPE_WEBHOOK_RETRY_MAX_SECONDS: '1',
+      });
+    await startTemporal();
     expect(config.temporal.devServer).toBeDefined();
     await ensureDatabase(config.databaseUrl);
     db = createDb(config.databaseUrl, { max: 2 });
     await migrate(db);
-    temporal = await startLocalServers(config, path.join(dataDir, 'logs'));
+
+    /**
+     * The dev server also takes random free ports of its own (HTTP, metrics), which may race
+     * with the ones picked here: on "address already in use" try again with fresh ports. A
+     * restart keeps the gRPC port: the same address for the API and the workers.
+     */
+    async function startTemporal(samePort?: number): Promise<void> {
+      for (let attempt = 1; ; attempt++) {
+        config = configFor(samePort ?? (await freePort()), await freePort());
+        try {
+          temporal = await startLocalServers(config, path.join(dataDir, 'logs'));
+          return;
+        } catch (err) {
+          if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+        }
+      }
+    }
+    restartTemporal = () => startTemporal(Number(config.temporal.devServer!.port));
     api = await startTestApi(config);
     recorders = await startSignalRecorders(config, api.services);
     for (const sub of subs) await recorders.start(sub);
@@ -107,7 +126,7 @@ describe('webhooks while Temporal is down', () => {
     const pendingWhileDown = await db.selectFrom('stripe_events').select('event_id').where('status', '=', 'pending').execute();
     expect(pendingWhileDown.length).toBeGreaterThan(0);
 
-    temporal = await startLocalServers(config, path.join(dataDir, 'logs'));
+    await restartTemporal();
     await vi.waitFor(
       async () => {
         const rows = await db.selectFrom('stripe_events').select(['status']).execute();
