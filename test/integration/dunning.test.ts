@@ -9,11 +9,10 @@ import { WORKFLOWS_PATH } from '../../src/worker/worker';
 import { dunningStateQuery, dunningWorkflowId, type DunningPolicy, type DunningView } from '../../workflows/dunning-contracts';
 import { cancelSubscriptionUpdate, paymentFailedSignal, paymentMethodUpdatedSignal, renewalPaidSignal, subscriptionWorkflowId } from '../../workflows/subscription-contracts';
 import { createSubscriptionWorkflow } from '../../workflows/subscriptions';
-import { quietLog } from '../support/runtime';
+import { quietLog, silentLogger } from '../support/runtime';
 import { testConfig } from '../support/stack';
 import { createSubscriptionFakes, FAST_DUNNING_POLICY, runFakeWorkers, subscriptionInput, waitForView, type SubscriptionFakes } from '../support/subscription-fakes';
 
-const silentLogger = { trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined, log: () => undefined };
 
 /**
  * Dunning campaigns on the dev server with activity fakes and schedules in seconds: a

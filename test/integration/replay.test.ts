@@ -4,6 +4,7 @@ import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@t
 import { beforeAll, describe, expect, it } from 'vitest';
 import { WORKFLOWS_PATH } from '../../src/worker/worker';
 import { historyFromJson } from '../support/histories';
+import { silentLogger } from '../support/runtime';
 
 /**
  * Replays every recorded history under test/histories/ against the current workflow code:
@@ -91,5 +92,3 @@ describe('replay of recorded workflow histories', () => {
     });
   });
 });
-
-const silentLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };

@@ -20,7 +20,7 @@ import {
   type SubscriptionView,
 } from '../../workflows/subscription-contracts';
 import { createSubscriptionWorkflow } from '../../workflows/subscriptions';
-import { quietLog } from '../support/runtime';
+import { quietLog, silentLogger } from '../support/runtime';
 import { testConfig } from '../support/stack';
 import {
   createSubscriptionFakes,
@@ -406,5 +406,3 @@ describe('subscription workflows on the dev server, with activity fakes and the 
     expect(lastRecord(workflowId)).toMatchObject({ status: 'canceled' });
   });
 });
-
-const silentLogger = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} };

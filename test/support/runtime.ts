@@ -9,6 +9,9 @@ import { testConfig } from './stack';
 
 export const quietLog: Logger = createLogger('error');
 
+/** A logger for the workflow bundler (and other SDK parts) that says nothing: test output stays readable. */
+export const silentLogger = { trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined, log: () => undefined };
+
 /** The API on a free port, with services of its own; `stop` closes both. */
 export async function startTestApi(config: Config = testConfig(), log: Logger = quietLog): Promise<RunningServer & { services: Services }> {
   const services = createServices(config, quietLog);

@@ -5,8 +5,7 @@ import type { Config } from '../../src/config/config';
 import type { Services } from '../../src/services';
 import { subscriptionWorkflowId } from '../../workflows/subscription-contracts';
 import { receivedQuery, type Received } from '../workflows/signal-recorder';
-
-const silent = { trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined, log: () => undefined };
+import { silentLogger } from './runtime';
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
@@ -24,7 +23,7 @@ export function quietTemporalRuntime(): void {
  * reads the encrypted signals the relay sends.
  */
 export async function startSignalRecorders(config: Config, services: Pick<Services, 'dataConverter'>) {
-  bundle ??= bundleWorkflowCode({ workflowsPath: path.resolve(__dirname, '../workflows/signal-recorder.ts'), logger: silent });
+  bundle ??= bundleWorkflowCode({ workflowsPath: path.resolve(__dirname, '../workflows/signal-recorder.ts'), logger: silentLogger });
   const taskQueue = `recorders-${process.pid}-${Date.now().toString(36)}`;
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const worker = await Worker.create({
