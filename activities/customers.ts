@@ -10,7 +10,6 @@ import type { SealedCustomer } from '../src/customers/customer-types';
 import type { Db } from '../src/db/database';
 import { isResourceMissing, stripeFailure } from '../src/stripe/stripe-errors';
 import { ApplicationFailure } from '@temporalio/common';
-import { mappingFailures } from './failures';
 
 export interface CustomerActivityDeps {
   readonly db: Db;
@@ -59,50 +58,48 @@ export function createStripeCustomerActivities(deps: CustomerActivityDeps) {
      * data, so it is audited first.
      */
     async createStripeCustomer(input: StripeCustomerInput): Promise<{ stripeCustomerId: string }> {
-      return mappingFailures(async () => {
-        const row = await findCustomer(deps.db, input.customerId);
-        if (!row) throw customerMissing(input.customerId);
-        if (row.stripe_customer_id) return { stripeCustomerId: row.stripe_customer_id };
-        const profile = await openProfile(deps.envelope, row);
-        const shared = deps.config.stripeSharedFields;
-        await appendAuditEntry(deps.db, {
-          idempotencyKey: `${input.idempotencyKey}:export`,
-          actor: `workflow:${Context.current().info.workflowExecution?.workflowId ?? 'unknown'}`,
-          action: 'customer.export',
-          subjectType: 'customer',
-          subjectId: input.customerId,
-          purpose: 'create the Stripe customer',
-          details: { recipient: 'stripe', fields: shared.join(',') },
-        });
-        let customer: Stripe.Customer;
-        try {
-          customer = await deps.stripe.customers.create(
-            {
-              ...(shared.includes('email') ? { email: profile.email } : {}),
-              ...(shared.includes('name') ? { name: profile.name } : {}),
-              ...(shared.includes('phone') && profile.phone ? { phone: profile.phone } : {}),
-              ...(shared.includes('address') && profile.address
-                ? {
-                    address: {
-                      line1: profile.address.line1,
-                      line2: profile.address.line2 ?? '',
-                      city: profile.address.city,
-                      postal_code: profile.address.postalCode,
-                      state: profile.address.state ?? '',
-                      country: profile.country,
-                    },
-                  }
-                : {}),
-              metadata: { ledgerlock_customer_id: input.customerId },
-            },
-            { idempotencyKey: input.idempotencyKey },
-          );
-        } catch (err) {
-          throw stripeFailure(err, 'customers.create');
-        }
-        await setStripeCustomerId(deps.db, input.customerId, customer.id);
-        return { stripeCustomerId: customer.id };
+      const row = await findCustomer(deps.db, input.customerId);
+      if (!row) throw customerMissing(input.customerId);
+      if (row.stripe_customer_id) return { stripeCustomerId: row.stripe_customer_id };
+      const profile = await openProfile(deps.envelope, row);
+      const shared = deps.config.stripeSharedFields;
+      await appendAuditEntry(deps.db, {
+        idempotencyKey: `${input.idempotencyKey}:export`,
+        actor: `workflow:${Context.current().info.workflowExecution?.workflowId ?? 'unknown'}`,
+        action: 'customer.export',
+        subjectType: 'customer',
+        subjectId: input.customerId,
+        purpose: 'create the Stripe customer',
+        details: { recipient: 'stripe', fields: shared.join(',') },
       });
+      let customer: Stripe.Customer;
+      try {
+        customer = await deps.stripe.customers.create(
+          {
+            ...(shared.includes('email') ? { email: profile.email } : {}),
+            ...(shared.includes('name') ? { name: profile.name } : {}),
+            ...(shared.includes('phone') && profile.phone ? { phone: profile.phone } : {}),
+            ...(shared.includes('address') && profile.address
+              ? {
+                  address: {
+                    line1: profile.address.line1,
+                    line2: profile.address.line2 ?? '',
+                    city: profile.address.city,
+                    postal_code: profile.address.postalCode,
+                    state: profile.address.state ?? '',
+                    country: profile.country,
+                  },
+                }
+              : {}),
+            metadata: { ledgerlock_customer_id: input.customerId },
+          },
+          { idempotencyKey: input.idempotencyKey },
+        );
+      } catch (err) {
+        throw stripeFailure(err, 'customers.create');
+      }
+      await setStripeCustomerId(deps.db, input.customerId, customer.id);
+      return { stripeCustomerId: customer.id };
     },
 
     /** Deletes the Stripe customer, if there is one; an already deleted one counts as done. */

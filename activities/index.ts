@@ -6,6 +6,7 @@ import type { Envelope } from '../src/crypto/envelope';
 import type { Db } from '../src/db/database';
 import type { Logger } from '../src/log';
 import { createAuditActivities } from './audit';
+import { mappingFailures } from './failures';
 import { heartbeating } from './heartbeat';
 import { createCanaryActivities } from './canary';
 import { createCustomerActivities, createStripeCustomerActivities } from './customers';
@@ -28,25 +29,30 @@ export interface ActivityDeps {
   readonly log?: Pick<Logger, 'info'>;
 }
 
-/** Activities of the general task queue; workflows proxy `ReturnType<typeof createActivities>`. */
+/**
+ * Activities of the general task queue; workflows proxy `ReturnType<typeof createActivities>`.
+ * Every one leaves through the one failure mapping (activities/failures.ts).
+ */
 export function createActivities(deps: ActivityDeps) {
-  return {
+  return mappingFailures({
     ...createCanaryActivities(deps),
     ...createAuditActivities(deps),
     ...createCustomerActivities(deps),
     ...createSubscriptionActivities(deps),
     ...createDunningActivities(deps),
     ...createKeyRotationActivities(deps),
-  };
+  });
 }
 
-/** Activities that call Stripe, for the rate-capped Stripe task queue. */
+/** Activities that call Stripe, for the rate-capped Stripe task queue: heartbeating, and through the same failure mapping. */
 export function createStripeActivities(deps: ActivityDeps) {
-  return heartbeating({
-    ...createStripeCustomerActivities(deps),
-    ...createStripeSubscriptionActivities(deps),
-    ...createStripeDunningActivities(deps),
-  });
+  return heartbeating(
+    mappingFailures({
+      ...createStripeCustomerActivities(deps),
+      ...createStripeSubscriptionActivities(deps),
+      ...createStripeDunningActivities(deps),
+    }),
+  );
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -28,7 +28,7 @@ export interface Services {
 }
 
 export function createServices(config: Config, log: Pick<Logger, 'warn'>): Services {
-  const db = createDb(config.databaseUrl, { role: config.databaseAppRole });
+  const db = createDb(config.databaseUrl, { role: config.databaseAppRole, log });
   const kms = createKmsClient(config);
   const dataKeys = new DataKeys({ db, kms, cache: new DataKeyCache(config.dataKeyCache), config });
   const destructions = listenForDestroyedKeys(config.databaseUrl, dataKeys, log);

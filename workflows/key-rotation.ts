@@ -2,7 +2,7 @@ import { ActivityFailure, ApplicationFailure, CancellationScope, proxyActivities
 import type { createAuditActivities } from '../activities/audit';
 import type { createKeyRotationActivities } from '../activities/key-rotation';
 import type { AuditDetails } from '../src/audit/audit-types';
-import { LOCAL_STEP } from './activity-options';
+import { LOCAL_RETRY, LOCAL_STEP } from './activity-options';
 import {
   KEY_ROTATION_FAILURE,
   rotationProgressQuery,
@@ -22,7 +22,7 @@ const local = proxyActivities<Activities>(LOCAL_STEP);
 const batches = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
   heartbeatTimeout: '10 seconds',
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 50 },
+  retry: LOCAL_RETRY,
 });
 
 /**

@@ -1,18 +1,19 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request } from 'express';
 import { z } from 'zod';
 import { appendAuditEntry } from '../audit/audit-dal';
 import type { Principal } from '../auth/scopes';
 import type { DataKeys } from '../crypto/data-keys';
 import type { Envelope } from '../crypto/envelope';
-import { CryptoError, DataKeyDestroyedError } from '../crypto/errors';
+import { DataKeyDestroyedError } from '../crypto/errors';
 import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
 import { claimIdempotencyKey, idempotencyKeyOf, idFor, requiredHeader } from '../http/idempotency';
 import { sendProblem, validationProblem } from '../http/problem';
-import type { eraseCustomerWorkflow, registerCustomerWorkflow } from '../../workflows/customers';
+import type { registerCustomerWorkflow } from '../../workflows/customers';
 import { openProfile, sealProfile } from './customer-crypto';
 import { findCustomer } from './customer-dal';
+import { erasureState, requestErasure } from './customer-erasure';
 import { customerProfileSchema, type CustomerProfile } from './customer-types';
 
 export interface CustomerRouteDeps {
@@ -73,7 +74,13 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const purpose = requiredHeader(req, PURPOSE, purposeHeader);
     const row = await findCustomer(deps.db, customerId);
     if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
-    if (row.status === 'erased') return sendProblem(res, { title: 'Gone', status: 410, detail: `Customer ${customerId} was erased.` });
+    // Once an erasure was asked for, nothing personal is released, whether it is under way, done or failed.
+    const erasure = await erasureState(deps.temporal, customerId);
+    if (erasure?.status === 'erased' || (!erasure && row.status === 'erased')) return sendProblem(res, gone(customerId));
+    if (erasure) {
+      res.setHeader('Cache-Control', 'no-store');
+      return res.json({ id: row.id, status: erasure.status, ...(erasure.reason ? { erasure: { reason: erasure.reason } } : {}) });
+    }
     // Audited before anything is decrypted: if the audit trail cannot record the read, nothing is read.
     await appendAuditEntry(deps.db, {
       idempotencyKey: `api:customer.read:${req.header('x-request-id') ?? crypto.randomUUID()}`,
@@ -87,7 +94,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     try {
       profile = await openProfile(deps.envelope, row);
     } catch (err) {
-      if (err instanceof DataKeyDestroyedError) return sendProblem(res, { title: 'Gone', status: 410, detail: `Customer ${customerId} was erased.` });
+      if (err instanceof DataKeyDestroyedError) return sendProblem(res, gone(customerId));
       throw err;
     }
     res.setHeader('Cache-Control', 'no-store');
@@ -107,26 +114,25 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const reason = requiredHeader(req, PURPOSE, purposeHeader);
     const row = await findCustomer(deps.db, customerId);
     if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
-    const workflowId = `customer-erasure:${customerId}`;
-    try {
-      await deps.temporal.workflow.start<typeof eraseCustomerWorkflow>('eraseCustomerWorkflow', {
-        taskQueue: deps.taskQueue,
-        workflowId,
-        workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        args: [{ customerId, requestedBy: principal.subject, reason }],
-      });
-    } catch (err) {
-      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    // Recorded when asked, not only when done: the request itself is what a regulator asks to see.
+    await appendAuditEntry(deps.db, {
+      idempotencyKey: `api:customer.erasure_requested:${crypto.randomUUID()}`,
+      actor: principal.subject,
+      action: 'customer.erasure_requested',
+      subjectType: 'customer',
+      subjectId: customerId,
+      purpose: reason,
+    });
+    const { workflowId, started } = await requestErasure(deps.temporal, deps.taskQueue, { customerId, requestedBy: principal.subject, reason });
+    if (!started && (await erasureState(deps.temporal, customerId))?.status === 'erased') {
+      return res.status(200).json({ customerId, workflowId, status: 'erased' });
     }
     res.status(202).json({ customerId, workflowId, status: 'erasing' });
   });
 
-  router.use('/v1/customers', (err: unknown, _req: Request, res: Response, next: (err?: unknown) => void) => {
-    if (err instanceof CryptoError && err.retryable) {
-      res.setHeader('Retry-After', '5');
-      return sendProblem(res, { title: 'Service Unavailable', status: 503, detail: 'Encryption keys are unavailable; retry shortly.' });
-    }
-    next(err);
-  });
   return router;
+}
+
+function gone(customerId: string) {
+  return { title: 'Gone', status: 410, detail: `Customer ${customerId} was erased.`, customerStatus: 'erased' };
 }

@@ -1,7 +1,9 @@
 import { Kysely, PostgresDialect, type ColumnType, type Generated, type GeneratedAlways, type Insertable, type PostgresPool, type Selectable } from 'kysely';
 import os from 'node:os';
 import pg from 'pg';
+import type { Logger } from '../log';
 import type { SubscriptionStatus } from '../subscriptions/subscription-types';
+import { connectFailureReason, DatabaseUnavailableError, databaseOutage } from './db-errors';
 
 /**
  * The typed shape of the application's tables. Migrations (src/db/migrations) are the
@@ -228,28 +230,44 @@ export interface DbOptions {
    * this guards against the application's own mistakes, not a compromised process.
    */
   readonly role?: string | undefined;
+  /** Told when an idle pooled connection dies (PostgreSQL restarted, backend terminated). */
+  readonly log?: Pick<Logger, 'warn'>;
 }
 
 export function createDb(databaseUrl: string, options: DbOptions = {}): Db {
-  const pool = new pg.Pool({ ...connectionOptions(databaseUrl), max: options.max ?? 10 });
-  return new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: options.role ? withRole(pool, options.role) : pool }),
-  });
+  const pool = new pg.Pool({ ...connectionOptions(databaseUrl), max: options.max ?? 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  // An idle client whose server went away emits 'error' on the pool; unheard, that event ends
+  // the process. The pool has already discarded the client: the next query connects afresh.
+  pool.on('error', (err) => options.log?.warn('idle PostgreSQL connection lost', { reason: databaseOutage(err) ?? connectFailureReason(err) }));
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: resilientPool(pool, options.role) }) });
 }
 
+/** How long a query waits for a connection before PostgreSQL counts as unavailable. */
+const CONNECT_TIMEOUT_MS = 5_000;
+
 /**
- * A pool whose every new connection runs `SET ROLE` before its first use. Not kysely's
+ * The pool kysely uses. A connection that cannot be made fails as
+ * {@link DatabaseUnavailableError}, so callers can tell an outage from a refusal.
+ *
+ * With `role`, every new connection runs `SET ROLE` before its first use. Not kysely's
  * `onCreateConnection` hook: when that throws (role missing, no membership), kysely never
  * releases the client, so the pool drains and `destroy()` hangs. Here a failed connection
  * is discarded and the query fails with PostgreSQL's error: never run as the session user.
  */
-function withRole(pool: pg.Pool, role: string): PostgresPool {
+function resilientPool(pool: pg.Pool, role: string | undefined): PostgresPool {
   const withRoleSet = new WeakSet<pg.PoolClient>();
-  const setRole = `SET ROLE ${quoteIdent(role)}`;
+  const setRole = role ? `SET ROLE ${quoteIdent(role)}` : undefined;
   return {
     async connect() {
-      const client = await pool.connect();
-      if (withRoleSet.has(client)) return client;
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        // PostgreSQL's own refusals (no such database, authentication) carry a SQLSTATE and stay as they are.
+        if (err instanceof pg.DatabaseError && databaseOutage(err) === undefined) throw err;
+        throw new DatabaseUnavailableError(databaseOutage(err) ?? connectFailureReason(err));
+      }
+      if (!setRole || withRoleSet.has(client)) return client;
       try {
         await client.query(setRole);
       } catch (err) {

@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { ZodError } from 'zod';
+import { dependencyOutage, OUTAGE_RETRY_AFTER_SECONDS } from '../health/outage';
 import { errorMessage, type Logger } from '../log';
 
 /** An RFC 9457 problem document. `errors` names each offending field. */
@@ -38,13 +39,30 @@ export function validationProblem(error: ZodError, prefix: string): HttpProblem 
   });
 }
 
+/** What a caller reads about a dependency that is down; never its address or the SDK's message. */
+const DEPENDENCY_NAMES = { postgres: 'PostgreSQL', kms: 'KMS', stripe: 'Stripe', temporal: 'Temporal' } as const;
+
 /**
- * The last error handler: known problems go out as they are; anything else is a 500
- * whose cause is logged but never sent, since messages may carry SQL or SDK details.
+ * The last error handler: known problems go out as they are; a dependency that is down
+ * is a 503 naming it, with Retry-After (nothing was half-done: the caller retries the same
+ * request); anything else is a 500 whose cause is logged but never sent, since messages
+ * may carry SQL or SDK details.
  */
 export function problemErrorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (err instanceof HttpProblem) return sendProblem(res, err.problem);
+    const down = dependencyOutage(err);
+    if (down) {
+      log.warn('request refused: dependency down', { method: req.method, route: req.route?.path ?? req.path, dependency: down });
+      res.setHeader('Retry-After', String(OUTAGE_RETRY_AFTER_SECONDS));
+      return sendProblem(res, {
+        type: 'urn:ledgerlock:dependency-unavailable',
+        title: 'Service Unavailable',
+        status: 503,
+        detail: `${DEPENDENCY_NAMES[down]} is unavailable; retry after ${OUTAGE_RETRY_AFTER_SECONDS} seconds.`,
+        dependency: down,
+      });
+    }
     const status = (err as { status?: unknown }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {
       // body-parser's errors: malformed JSON, oversized body, wrong charset.

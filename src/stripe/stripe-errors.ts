@@ -15,7 +15,7 @@ export const STRIPE_FAILURE = {
  * - declines and invalid requests are final (non-retryable) and typed, with the decline
  *   code and the offending parameter as details;
  * - 429 retries after Stripe's Retry-After (or a second when it gives none);
- * - 5xx, timeouts and connection errors retry on the activity's backoff.
+ * - 5xx, timeouts, connection errors and a refused API key retry on the activity's backoff.
  * Stripe's own message is kept for declines and invalid requests (it names no secret and
  * no card data), and dropped otherwise.
  */
@@ -48,8 +48,9 @@ export function stripeFailure(err: unknown, operation: string): ApplicationFailu
     });
   }
   if (err instanceof Stripe.errors.StripeAuthenticationError || err instanceof Stripe.errors.StripePermissionError) {
-    // A bad key will not fix itself by retrying; an operator must.
-    return ApplicationFailure.create({ type: STRIPE_FAILURE.authentication, nonRetryable: true, message: `Stripe ${operation}: ${err.type}` });
+    // Not the customer's doing: an operator fixes the key, and meanwhile the step waits (a
+    // compensation would meet the same key). Retried, visible as the pending activity's last failure.
+    return ApplicationFailure.create({ type: STRIPE_FAILURE.authentication, message: `Stripe ${operation}: ${err.type}` });
   }
   return ApplicationFailure.create({ type: STRIPE_FAILURE.unavailable, message: `Stripe ${operation}: ${err.type} (${err.statusCode ?? 'no status'})` });
 }
