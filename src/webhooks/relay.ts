@@ -2,16 +2,17 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Db } from '../db/database';
 import { errorMessage, type Logger } from '../log';
 import { findSubscription } from '../subscriptions/subscription-dal';
-import { claimDueEvents, markDelivered, markRetry, markUndeliverable, pruneStripeEvents, type PendingStripeEvent } from './webhook-dal';
+import { leaseDueEvents, markDelivered, markRetry, markUndeliverable, postponeEvents, pruneStripeEvents, type PendingStripeEvent } from './webhook-dal';
 
 /**
  * The outbox relay: delivers recorded Stripe events to their workflows as signals. The
- * webhook route only records (and acknowledges); this loop claims pending rows with
- * `FOR UPDATE SKIP LOCKED`, signals, and marks them delivered in the same transaction, so
- * several API processes share the work and none delivers a row another holds. When
- * Temporal is unreachable the rows stay pending and are retried with backoff; nothing is
- * dropped. A crash between a signal and the commit redelivers that signal: the workflows
- * ignore an event id they have applied, so that is harmless.
+ * webhook route only records (and acknowledges); this loop leases due rows (`FOR UPDATE
+ * SKIP LOCKED` inside one short UPDATE that moves their next attempt past the lease),
+ * signals with no transaction open, then marks each delivered, so several API processes
+ * share the work and none signals a row another holds. When Temporal is unreachable the
+ * rows stay pending and are retried with backoff; nothing is dropped. A crash between a
+ * signal and its mark redelivers that signal once the lease runs out: the workflows ignore
+ * an event id they have applied, so that is harmless.
  *
  * Events of one workflow go out one at a time, oldest first; different workflows in
  * parallel. Order is a courtesy: the workflows never let an older event undo a newer one.
@@ -28,6 +29,8 @@ export interface WebhookRelayOptions {
   readonly pollIntervalMs?: number;
   /** Longest wait between attempts of one event (default 60 s); the first retry waits 250 ms. */
   readonly maxBackoffMs?: number;
+  /** How long a leased event is kept from other relays while this one signals it (default 60 s). */
+  readonly leaseMs?: number;
   /** How long a signal may take before the attempt counts as failed (default 10 s). */
   readonly signalTimeoutMs?: number;
   /** An event whose workflow never appears is given up (undeliverable) after this long (default 72 h, Stripe's own redelivery window). */
@@ -44,6 +47,7 @@ export interface WebhookRelay {
 }
 
 const FIRST_RETRY_MS = 250;
+const DEFAULT_LEASE_MS = 60_000;
 const PRUNE_EVERY_MS = 60 * 60 * 1000;
 
 export function startWebhookRelay(options: WebhookRelayOptions): WebhookRelay {
@@ -99,43 +103,46 @@ export function startWebhookRelay(options: WebhookRelayOptions): WebhookRelay {
   };
 }
 
-/** One transaction: claim due events, signal them, record each outcome. Returns how many were claimed. */
+/**
+ * One pass: lease due events (a short statement of its own), signal them with no
+ * transaction open, then settle each outcome in a statement of its own. Returns how many
+ * were leased.
+ */
 export async function relayBatch(options: WebhookRelayOptions, batchSize: number): Promise<number> {
-  return options.db.transaction().execute(async (tx) => {
-    const events = await claimDueEvents(tx, batchSize);
-    if (events.length === 0) return 0;
-    const byWorkflow = new Map<string, PendingStripeEvent[]>();
-    for (const event of events) byWorkflow.set(event.workflowId, [...(byWorkflow.get(event.workflowId) ?? []), event]);
+  const events = await leaseDueEvents(options.db, batchSize, options.leaseMs ?? DEFAULT_LEASE_MS);
+  if (events.length === 0) return 0;
+  const byWorkflow = new Map<string, PendingStripeEvent[]>();
+  for (const event of events) byWorkflow.set(event.workflowId, [...(byWorkflow.get(event.workflowId) ?? []), event]);
 
-    const delivered: string[] = [];
-    const queue = [...byWorkflow.values()];
-    const deliverGroup = async (group: PendingStripeEvent[]) => {
-      for (const event of group) {
-        const outcome = await deliver(options, event);
-        if (outcome.kind === 'delivered') {
-          delivered.push(event.eventId);
-          continue;
-        }
-        if (outcome.kind === 'undeliverable') {
-          await markUndeliverable(tx, event.eventId, outcome.reason);
-          options.log.warn('stripe event undeliverable', { eventId: event.eventId, workflowId: event.workflowId, reason: outcome.reason });
-          continue;
-        }
-        // The rest of this workflow's events stay pending, untouched, for the next pass: no point signalling
-        // a workflow that just failed. They may then overtake this one; the workflow copes with any order.
-        const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** Math.min(event.attempts, 16), options.maxBackoffMs ?? 60_000);
-        await markRetry(tx, event.eventId, outcome.reason, retryInMs);
-        options.log.warn('stripe event delivery failed; will retry', { eventId: event.eventId, attempts: event.attempts + 1, retryInMs, reason: outcome.reason });
-        return;
+  const delivered: string[] = [];
+  const queue = [...byWorkflow.values()];
+  const deliverGroup = async (group: PendingStripeEvent[]) => {
+    for (const [index, event] of group.entries()) {
+      const outcome = await deliver(options, event);
+      if (outcome.kind === 'delivered') {
+        delivered.push(event.eventId);
+        continue;
       }
-    };
-    const workers = Array.from({ length: Math.min(options.concurrency ?? 16, queue.length) }, async () => {
-      for (let group = queue.shift(); group; group = queue.shift()) await deliverGroup(group);
-    });
-    await Promise.all(workers);
-    await markDelivered(tx, delivered);
-    return events.length;
+      if (outcome.kind === 'undeliverable') {
+        await markUndeliverable(options.db, event.eventId, outcome.reason);
+        options.log.warn('stripe event undeliverable', { eventId: event.eventId, workflowId: event.workflowId, reason: outcome.reason });
+        continue;
+      }
+      // No point signalling a workflow that just failed: the rest of its events wait as long as this one.
+      // They may then overtake it; the workflow copes with any order.
+      const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** Math.min(event.attempts, 16), options.maxBackoffMs ?? 60_000);
+      await markRetry(options.db, event.eventId, outcome.reason, retryInMs);
+      await postponeEvents(options.db, group.slice(index + 1).map((e) => e.eventId), retryInMs);
+      options.log.warn('stripe event delivery failed; will retry', { eventId: event.eventId, attempts: event.attempts + 1, retryInMs, reason: outcome.reason });
+      return;
+    }
+  };
+  const workers = Array.from({ length: Math.min(options.concurrency ?? 16, queue.length) }, async () => {
+    for (let group = queue.shift(); group; group = queue.shift()) await deliverGroup(group);
   });
+  // A database outage mid-way leaves the rest leased: they come due again when the lease runs out.
+  await Promise.all(workers).finally(() => markDelivered(options.db, delivered));
+  return events.length;
 }
 
 type Outcome = { kind: 'delivered' } | { kind: 'retry'; reason: string } | { kind: 'undeliverable'; reason: string };

@@ -1,5 +1,5 @@
-import { sql, type Transaction } from 'kysely';
-import type { Database, Db, StripeEventRow } from '../db/database';
+import { sql } from 'kysely';
+import type { Db, StripeEventRow } from '../db/database';
 import type { StripeEventEnvelope, StripeEventRoute } from './stripe-event-routing';
 
 /**
@@ -42,22 +42,32 @@ export interface PendingStripeEvent {
 }
 
 /**
- * Claims up to `limit` pending events that are due, oldest event first, locked until
- * `tx` ends: another relay skips them (`SKIP LOCKED`) rather than waiting or delivering
- * them twice.
+ * Leases up to `limit` pending events that are due, oldest event first, in one short
+ * statement (its own transaction): each one's next attempt moves `leaseMs` ahead, so no
+ * other relay takes it meanwhile, and no lock is held while the caller signals Temporal.
+ * A relay that dies holding a lease loses it when the lease runs out, and another relay
+ * delivers the event then: at least once, which the workflows' event-id check makes
+ * harmless.
  */
-export async function claimDueEvents(tx: Transaction<Database>, limit: number): Promise<PendingStripeEvent[]> {
-  const rows = await tx
+export async function leaseDueEvents(db: Db, limit: number, leaseMs: number): Promise<PendingStripeEvent[]> {
+  const due = db
     .selectFrom('stripe_events')
-    .select(['event_id', 'workflow_id', 'subscription_id', 'signal_name', 'signal_args', 'attempts', 'received_at'])
+    .select('event_id')
     .where('status', '=', 'pending')
     .where('next_attempt_at', '<=', sql<Date>`now()`)
     .orderBy('event_created')
     .orderBy('event_id')
     .limit(limit)
     .forUpdate()
-    .skipLocked()
+    .skipLocked();
+  const rows = await db
+    .updateTable('stripe_events')
+    .set({ next_attempt_at: sql<Date>`now() + make_interval(secs => ${leaseMs / 1000})` })
+    .where('event_id', 'in', due)
+    .returning(['event_id', 'event_created', 'workflow_id', 'subscription_id', 'signal_name', 'signal_args', 'attempts', 'received_at'])
     .execute();
+  // RETURNING keeps no order: oldest first again, as the relay delivers them.
+  rows.sort((x, y) => x.event_created.getTime() - y.event_created.getTime() || (x.event_id < y.event_id ? -1 : x.event_id > y.event_id ? 1 : 0));
   return rows.map((row) => ({
     eventId: row.event_id,
     workflowId: row.workflow_id!,
@@ -69,18 +79,20 @@ export async function claimDueEvents(tx: Transaction<Database>, limit: number): 
   }));
 }
 
-export async function markDelivered(tx: Transaction<Database>, eventIds: readonly string[]): Promise<void> {
+/** Delivered; only a pending row changes (another relay may have settled it after a lease ran out). */
+export async function markDelivered(db: Db, eventIds: readonly string[]): Promise<void> {
   if (eventIds.length === 0) return;
-  await tx
+  await db
     .updateTable('stripe_events')
     .set({ status: 'delivered', delivered_at: sql<Date>`now()`, last_error: null, attempts: sql<number>`attempts + 1` })
     .where('event_id', 'in', eventIds)
+    .where('status', '=', 'pending')
     .execute();
 }
 
 /** A failed attempt: due again after `retryInMs`, with the reason (never the payload). */
-export async function markRetry(tx: Transaction<Database>, eventId: string, reason: string, retryInMs: number): Promise<void> {
-  await tx
+export async function markRetry(db: Db, eventId: string, reason: string, retryInMs: number): Promise<void> {
+  await db
     .updateTable('stripe_events')
     .set({
       attempts: sql<number>`attempts + 1`,
@@ -88,15 +100,28 @@ export async function markRetry(tx: Transaction<Database>, eventId: string, reas
       next_attempt_at: sql<Date>`now() + make_interval(secs => ${retryInMs / 1000})`,
     })
     .where('event_id', '=', eventId)
+    .where('status', '=', 'pending')
+    .execute();
+}
+
+/** Leased but not attempted (an earlier event of their workflow just failed): due again after `retryInMs`, attempts unchanged. */
+export async function postponeEvents(db: Db, eventIds: readonly string[], retryInMs: number): Promise<void> {
+  if (eventIds.length === 0) return;
+  await db
+    .updateTable('stripe_events')
+    .set({ next_attempt_at: sql<Date>`now() + make_interval(secs => ${retryInMs / 1000})` })
+    .where('event_id', 'in', eventIds)
+    .where('status', '=', 'pending')
     .execute();
 }
 
 /** No workflow will ever take this event (its subscription ended): kept, with why, for operators. */
-export async function markUndeliverable(tx: Transaction<Database>, eventId: string, reason: string): Promise<void> {
-  await tx
+export async function markUndeliverable(db: Db, eventId: string, reason: string): Promise<void> {
+  await db
     .updateTable('stripe_events')
     .set({ status: 'undeliverable', attempts: sql<number>`attempts + 1`, last_error: reason })
     .where('event_id', '=', eventId)
+    .where('status', '=', 'pending')
     .execute();
 }
 
