@@ -4,7 +4,7 @@ import https from 'node:https';
 import os from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
-import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { appendAuditEntry } from './audit/audit-dal';
 import { createAuditRouter } from './audit/audit-routes';
 import { ensureKeyRotationSchedule } from './keys/key-rotation-service';
@@ -35,15 +35,20 @@ export interface RunningServer extends Running {
   readonly url: string;
 }
 
+/** Waits between attempts to bring a failed worker back: doubling from 1 s, at most 30 s. */
+const WORKER_RESTART_MS = { first: 1_000, max: 30_000 } as const;
+
 /**
  * Starts the workers (general and Stripe task queues) and resolves once they poll.
- * `stop` drains in-flight tasks first.
+ * A worker that fails later (its connection to Temporal lost for longer than the SDK
+ * retries, say) is not the end of the process: the pair is rebuilt on a fresh connection,
+ * with backoff, until it polls again. `stop` drains in-flight tasks first.
  */
 export async function startWorker(
   config: Config,
   log: Logger,
   services: Services,
-  workflowBundle?: WorkflowBundleWithSourceMap,
+  workflowBundle?: WorkflowBundleOption,
 ): Promise<Running> {
   // The rotation schedule exists wherever workers run; creating it again only updates it.
   const client = await connectClient(config, services.dataConverter);
@@ -52,32 +57,74 @@ export async function startWorker(
   } finally {
     await client.connection.close();
   }
-  const connection = await connectWorker(config);
-  try {
-    const workers = await createWorkers({
-      config,
-      connection,
-      dataConverter: services.dataConverter,
-      deps: { identity: `${process.pid}@${os.hostname()}`, ...services, config, log },
-      ...(workflowBundle ? { workflowBundle } : {}),
-    });
-    const running = workers.map((worker) => {
-      const run = worker.run();
-      run.catch((err: unknown) => log.error('worker stopped', { taskQueue: worker.options.taskQueue, reason: errorMessage(err) }));
-      return run;
-    });
-    log.info('worker polling', { taskQueues: workers.map((w) => w.options.taskQueue).join(',') });
-    return {
-      async stop() {
-        for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
-        await Promise.all(running.map((run) => run.catch(() => undefined)));
-        await connection.close();
-      },
-    };
-  } catch (err) {
-    await connection.close();
-    throw err;
-  }
+  let stopping = false;
+  let current: { workers: Worker[]; runs: Promise<unknown>; connection: NativeConnection } | undefined;
+  let wake: (() => void) | undefined;
+
+  const launch = async () => {
+    const connection = await connectWorker(config);
+    try {
+      const workers = await createWorkers({
+        config,
+        connection,
+        dataConverter: services.dataConverter,
+        deps: { identity: `${process.pid}@${os.hostname()}`, ...services, config, log },
+        ...(workflowBundle ? { workflowBundle } : {}),
+      });
+      const runs = Promise.all(workers.map((worker) => worker.run()));
+      current = { workers, runs, connection };
+      log.info('worker polling', { taskQueues: workers.map((w) => w.options.taskQueue).join(',') });
+      // Wrapped: an async function returning the promise itself would wait for the workers to end.
+      return { runs };
+    } catch (err) {
+      await connection.close().catch(() => undefined);
+      throw err;
+    }
+  };
+
+  const supervise = async (firstRun: Promise<unknown>) => {
+    let run = firstRun;
+    for (let failures = 0; ; ) {
+      try {
+        await run;
+        if (stopping) return;
+        throw new Error('worker stopped by itself');
+      } catch (err) {
+        if (stopping) return;
+        // One worker of the pair failing leaves the other polling alone: stop both, then rebuild both.
+        for (const worker of current?.workers ?? []) if (worker.getState() === 'RUNNING') worker.shutdown();
+        await current?.runs.catch(() => undefined);
+        await current?.connection.close().catch(() => undefined);
+        current = undefined;
+        const waitMs = Math.min(WORKER_RESTART_MS.first * 2 ** failures++, WORKER_RESTART_MS.max);
+        log.error('worker failed; restarting', { reason: errorMessage(err), inMs: waitMs, restarts: failures });
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, waitMs);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        if (stopping) return;
+        run = launch().then(({ runs }) => {
+          failures = 0;
+          return runs;
+        });
+      }
+    }
+  };
+
+  const supervision = supervise((await launch()).runs);
+  return {
+    async stop() {
+      stopping = true;
+      wake?.();
+      for (const worker of current?.workers ?? []) if (worker.getState() === 'RUNNING') worker.shutdown();
+      await current?.runs.catch(() => undefined);
+      await supervision;
+      await current?.connection.close();
+    },
+  };
 }
 
 /**
@@ -159,4 +206,29 @@ async function listen(
       await closeClients();
     },
   };
+}
+
+/** The API, the codec server and the workers of one process: what `npm start` runs (and restarts) as its app process. */
+export interface RunningApp extends Running {
+  readonly apiUrl: string;
+  readonly codecUrl: string;
+}
+
+/** Starts the workers, then the codec server and the API; on a failure, stops what already started. */
+export async function startApp(config: Config, log: Logger, services: Services, workflowBundle?: WorkflowBundleOption): Promise<RunningApp> {
+  const started: Running[] = [];
+  const stop = async () => {
+    for (const running of started.reverse()) await running.stop().catch((err: unknown) => log.error('stop failed', { reason: errorMessage(err) }));
+  };
+  try {
+    started.push(await startWorker(config, log, services, workflowBundle));
+    const codec = await startCodecServer(config, log, services);
+    started.push(codec);
+    const api = await startApi(config, log, services);
+    started.push(api);
+    return { apiUrl: api.url, codecUrl: codec.url, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }

@@ -8,7 +8,8 @@ import { ConfigError, loadConfig, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate, type MigrateDirection } from '../db/migrate';
 import { createLogger, errorMessage, type Logger } from '../log';
-import { startApi, startCodecServer, startWorker, type Running } from '../runtime';
+import { startApi, startApp, startCodecServer, startWorker, type Running } from '../runtime';
+import { onParentGone, type AppReadyMessage } from '../stack/app-supervisor';
 import { createServices, type Services } from '../services';
 import { startKmsDevServer } from '../stack/kms-dev-server';
 import { AlreadyRunningError } from '../stack/lock';
@@ -27,6 +28,8 @@ const USAGE = `Usage: ledgerlock <command>
 
 Commands:
   start                    start the whole orchestrator locally (what \`npm start\` runs)
+  app [--workflow-bundle F] run the API, the workers and the codec server in one process
+                           (what \`npm start\` supervises and restarts)
   setup                    build the pinned local servers into the tools folder
   migrate [latest|up|down] apply database migrations (default: latest)
   audit verify             check the audit trail's hash chain; exits 1 naming the first broken entry
@@ -49,7 +52,7 @@ Commands:
 `;
 
 /** The commands `main` understands; docker-compose.yml's services run these. */
-export const COMMANDS = ['codec-server', 'start', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'stripe', 'keys', 'help'] as const;
+export const COMMANDS = ['codec-server', 'start', 'app', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'stripe', 'keys', 'help'] as const;
 
 class UsageError extends Error {
   override name = 'UsageError';
@@ -71,6 +74,8 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
   switch (command) {
     case 'start':
       return start();
+    case 'app':
+      return appCommand(args);
     case 'setup': {
       const config = loadConfig();
       await ensureServers(config.toolsDir);
@@ -113,13 +118,40 @@ function setUp(): { config: Config; log: Logger } {
 
 async function start(): Promise<void> {
   const { config, log } = setUp();
+  guardAgainstCrashes(log);
   const stack = await startStack(config, log);
   process.stdout.write(`\n${formatEndpoints(stack.endpoints)}\n\n`);
-  await stopOnSignal(stack.stop, log);
+  await stopOnSignal(stack.stop, log, { whenParentGone: true });
+}
+
+/** `app`: the process `npm start` supervises; tells it when it serves, and ends when it is gone. */
+async function appCommand(args: string[]): Promise<void> {
+  let values: { 'workflow-bundle'?: string };
+  try {
+    ({ values } = parseArgs({ args, options: { 'workflow-bundle': { type: 'string' } } }));
+  } catch (err) {
+    throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
+  }
+  const bundlePath = values['workflow-bundle'];
+  await runUntilSignalled(async (config, log, services) => {
+    const app = await startApp(config, log, services, bundlePath ? { codePath: bundlePath } : undefined);
+    const ready: AppReadyMessage = { type: 'ready', apiUrl: app.apiUrl, codecUrl: app.codecUrl };
+    process.send?.(ready);
+    return app;
+  });
+}
+
+/**
+ * A long-running process is not ended by a promise nobody awaited: the rejection is logged
+ * and the process goes on (the work it belonged to retries or reports on its own path).
+ */
+function guardAgainstCrashes(log: Logger): void {
+  process.on('unhandledRejection', (reason) => log.error('unhandled rejection', { reason: errorMessage(reason) }));
 }
 
 async function runUntilSignalled(begin: (config: Config, log: Logger, services: Services) => Promise<Running>): Promise<void> {
   const { config, log } = setUp();
+  guardAgainstCrashes(log);
   const services = createServices(config, log);
   const running = await begin(config, log, services).catch(async (err: unknown) => {
     await services.close();
@@ -131,11 +163,15 @@ async function runUntilSignalled(begin: (config: Config, log: Logger, services: 
   }, log);
 }
 
-/** Waits for SIGINT or SIGTERM, stops gracefully, exits. A second signal forces the exit. */
-function stopOnSignal(stop: () => Promise<void>, log: Logger): Promise<void> {
+/**
+ * Waits for SIGINT or SIGTERM, stops gracefully, exits. A second signal forces the exit.
+ * Started by a supervisor over IPC (`npm start`'s app process), it also stops when that
+ * channel closes; with `whenParentGone`, when the process that started it is gone.
+ */
+function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenParentGone?: boolean } = {}): Promise<void> {
   return new Promise((resolve) => {
     let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
+    const onSignal = (signal: NodeJS.Signals | 'supervisor gone' | 'parent gone') => {
       if (stopping) {
         log.warn('forced exit', { signal });
         process.exit(1);
@@ -155,6 +191,8 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger): Promise<void> {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    if (process.send) process.on('disconnect', () => onSignal('supervisor gone'));
+    if (options.whenParentGone) onParentGone(() => onSignal('parent gone'));
   });
 }
 

@@ -1,16 +1,17 @@
 import { rmSync, writeFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate } from '../db/migrate';
 import { createKmsClient, ensureMasterKeys } from '../kms/kms-client';
 import type { Logger } from '../log';
-import { startApi, startCodecServer, startWorker, type Running } from '../runtime';
-import { createServices, type Services } from '../services';
 import { STRIPE_WEBHOOK_PATH } from '../webhooks/webhook-routes';
 import { localWebhookSecretPath } from '../webhooks/webhook-secrets';
 import { bundleWorkflows } from '../worker/worker';
+import { superviseApp, type SupervisedApp } from './app-supervisor';
 import { acquireLock } from './lock';
+import { LEDGERLOCK_BIN } from './paths';
 import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
 import { ensureServers } from './servers';
 
@@ -21,22 +22,36 @@ export interface Stack {
 }
 
 /**
- * Starts the whole orchestrator: the local servers the config asks for, migrations, the
- * worker and the API. Slow, independent steps run concurrently (the servers boot while
- * webpack bundles the workflows and PostgreSQL migrates). On any failure everything
- * already started is stopped again before the error propagates.
+ * Starts the whole orchestrator: the local servers the config asks for, migrations, then
+ * the app process (API, workers, codec server: `ledgerlock app`), which it supervises and
+ * restarts whenever it dies. Slow, independent steps run concurrently (the servers boot
+ * while webpack bundles the workflows, once, into the data folder, and PostgreSQL
+ * migrates). On any failure everything already started is stopped again before the error
+ * propagates; and however this process ends short of SIGKILL, no child outlives it.
  */
 export async function startStack(config: Config, log: Logger): Promise<Stack> {
   const releaseLock = acquireLock(config.dataDir);
-  const started: Running[] = [];
   let servers: LocalServers | undefined;
-  let services: Services | undefined;
+  let app: SupervisedApp | undefined;
   const runFile = path.join(config.dataDir, 'run.json');
+  // The last resort, for an exit no stop() ran before (an uncaught error): nothing stays behind.
+  const killChildren = () => {
+    for (const pid of [app?.pid(), ...(servers?.processes ?? []).map((p) => p.pid)]) {
+      if (pid !== undefined && pid > 0) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
+      }
+    }
+  };
+  process.on('exit', killChildren);
 
   const stop = async () => {
-    for (const running of started.reverse()) await running.stop().catch((err) => log.error('stop failed', { reason: String(err) }));
-    await services?.close();
+    await app?.stop().catch((err) => log.error('stop failed', { reason: String(err) }));
     await servers?.stop();
+    process.off('exit', killChildren);
     rmSync(runFile, { force: true });
     releaseLock();
   };
@@ -50,7 +65,12 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
       { port: config.codec.port, variable: 'CODEC_PORT', what: 'codec server' },
     ]);
 
-    const bundling = bundleWorkflows();
+    // Bundled once here: a restarted app process loads the file instead of running webpack again.
+    const bundlePath = path.join(config.dataDir, 'run', 'workflow-bundle.js');
+    const bundling = bundleWorkflows().then(async ({ code }) => {
+      await mkdir(path.dirname(bundlePath), { recursive: true });
+      await writeFile(bundlePath, code);
+    });
     const migrating = ensureDatabase(config.databaseUrl).then(async () => {
       const db = createDb(config.databaseUrl, { max: 1 });
       try {
@@ -75,17 +95,13 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
       kms.destroy();
     }
 
-    services = createServices(config, log);
-    started.push(await startWorker(config, log, services, (bundleResult as PromiseFulfilledResult<Awaited<typeof bundling>>).value));
-    const codec = await startCodecServer(config, log, services);
-    started.push(codec);
-    const api = await startApi(config, log, services);
-    started.push(api);
+    app = superviseApp({ command: process.execPath, args: [LEDGERLOCK_BIN, 'app', '--workflow-bundle', bundlePath], log });
+    const { apiUrl, codecUrl } = await app.ready;
 
-    const endpoints = describeEndpoints(config, api.url, codec.url);
+    const endpoints = describeEndpoints(config, apiUrl, codecUrl);
     writeFileSync(
       runFile,
-      JSON.stringify({ pid: process.pid, servers: (servers?.processes ?? []).map((p) => ({ name: p.name, pid: p.pid })), endpoints }, null, 2),
+      JSON.stringify({ pid: process.pid, appPid: app.pid() ?? null, servers: (servers?.processes ?? []).map((p) => ({ name: p.name, pid: p.pid })), endpoints }, null, 2),
     );
     return { endpoints, stop };
   } catch (err) {

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { DataConverter } from '@temporalio/common';
-import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleOption, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, createStripeActivities, type ActivityDeps } from '../../activities';
 import type { Config } from '../config/config';
 import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
@@ -31,7 +31,8 @@ export interface WorkerOptions {
   readonly deps: ActivityDeps;
   /** Required: workflow inputs, results and failures travel encrypted. */
   readonly dataConverter: DataConverter;
-  readonly workflowBundle?: WorkflowBundleWithSourceMap;
+  /** A bundle made beforehand (in memory, or a file `npm start` wrote), instead of bundling here. */
+  readonly workflowBundle?: WorkflowBundleOption;
 }
 
 export function stripeTaskQueue(config: Pick<Config, 'temporal'>): string {

@@ -1,11 +1,14 @@
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { afterAll, describe, expect, it } from 'vitest';
-import { dropDatabase } from '../../src/db/database';
+import pg from 'pg';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { connectionOptions, dropDatabase } from '../../src/db/database';
+import { REPO_ROOT } from '../../src/stack/paths';
 import { freePort, tcpProbe } from '../../src/stack/process';
 import { spawnCli } from '../support/spawn';
 import { testStack } from '../support/stack';
@@ -113,5 +116,66 @@ describe('ledgerlock start (npm start)', () => {
     expect(await cli.exited).toBe(1);
     expect(cli.stderr()).toContain('API_PORT');
     expect(cli.stderr()).toContain('LOG_LEVEL');
+  });
+});
+
+describe('npm start under faults', () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups) await cleanup();
+  });
+
+  it('survives terminated PostgreSQL connections, restarts a killed app process, and leaves nothing behind when npm gets SIGTERM', async () => {
+    const { ports, env, dataDir, databaseUrl } = await startEnv();
+    cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }), () => dropDatabase(databaseUrl));
+    const base = { ...process.env };
+    for (const name of ['TEMPORAL_ADDRESS', 'KMS_ENDPOINT', 'STRIPE_API_URL', 'DATABASE_URL', 'LEDGERLOCK_MODE']) delete base[name];
+    // As a process supervisor runs it: npm, its shell, then our node process.
+    const npm = spawn('npm', ['start', '--silent'], { cwd: REPO_ROOT, env: { ...base, ...env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    cleanups.push(() => void npm.kill('SIGKILL'));
+    let out = '';
+    npm.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    npm.stderr!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const npmExited = new Promise<void>((resolve) => npm.on('exit', () => resolve()));
+    await vi.waitFor(() => expect(out).toContain('Ledgerlock is ready'), { timeout: 90_000, interval: 250 });
+    const run = JSON.parse(readFileSync(path.join(dataDir, 'run.json'), 'utf8')) as { pid: number; appPid: number; servers: { name: string; pid: number }[] };
+    cleanups.push(() => {
+      for (const pid of [run.pid, run.appPid, ...run.servers.map((s) => s.pid)]) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    });
+    const api = `http://127.0.0.1:${ports.api}`;
+
+    // What a PostgreSQL restart or failover does to every connection: the process stays up and later requests succeed.
+    const admin = new pg.Client(connectionOptions(databaseUrl));
+    await admin.connect();
+    try {
+      for (let i = 0; i < 3; i++) {
+        await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+    } finally {
+      await admin.end();
+    }
+    await vi.waitFor(async () => expect((await fetch(`${api}/healthz`)).status).toBe(200), { timeout: 20_000, interval: 250 });
+    expect(pidAlive(run.appPid)).toBe(true);
+    expect(out).not.toContain('app process exited');
+    expect(out).not.toMatch(/Emitted 'error' event/);
+
+    // The app process killed outright: restarted with backoff, the restart logged, the API back.
+    process.kill(run.appPid, 'SIGKILL');
+    await vi.waitFor(() => expect(out).toContain('"msg":"app process restarted"'), { timeout: 60_000, interval: 250 });
+    expect(out).toContain('"msg":"app process exited; restarting"');
+    expect((await fetch(`${api}/healthz`)).status).toBe(200);
+
+    // SIGTERM to npm itself, as a process supervisor sends it: npm does not pass it on, yet nothing stays behind.
+    npm.kill('SIGTERM');
+    await npmExited;
+    await vi.waitFor(
+      async () => {
+        for (const port of Object.values(ports)) await expect(tcpProbe(port), `port ${port}`).rejects.toThrow();
+        for (const pid of [run.pid, ...run.servers.map((s) => s.pid)]) expect(pidAlive(pid), `pid ${pid}`).toBe(false);
+      },
+      { timeout: 45_000, interval: 500 },
+    );
+    expect(existsSync(path.join(dataDir, 'ledgerlock.pid'))).toBe(false);
   });
 });
