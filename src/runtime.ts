@@ -20,7 +20,7 @@ import { createApp } from './http/app';
 import { authorize } from './http/auth';
 import { errorMessage, type Logger } from './log';
 import type { Services } from './services';
-import { connectClient, connectWorker } from './temporal/connection';
+import { connectClient, connectWorker, lazyServingClient } from './temporal/connection';
 import { startWebhookRelay } from './webhooks/relay';
 import { createStripeWebhookRouter } from './webhooks/webhook-routes';
 import { webhookSecrets } from './webhooks/webhook-secrets';
@@ -136,7 +136,7 @@ export async function startApi(config: Config, log: Logger, services: Services):
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
   const guard = authorize(createTokenVerifier(config), log);
   const secrets = webhookSecrets(config);
-  const temporal = await connectClient(config, services.dataConverter);
+  const temporal = lazyServingClient(config, services.dataConverter);
   const relay = startWebhookRelay({ db: services.db, temporal, log, maxBackoffMs: config.stripe.webhookRetryMaxMs });
   const app = createApp({
     log,
