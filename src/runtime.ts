@@ -67,7 +67,7 @@ export async function startWorker(
       const workers = await createWorkers({
         config,
         connection,
-        dataConverter: services.dataConverter,
+        dataConverter: services.workerDataConverter,
         deps: { identity: `${process.pid}@${os.hostname()}`, ...services, config, log },
         ...(workflowBundle ? { workflowBundle } : {}),
       });

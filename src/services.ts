@@ -23,7 +23,10 @@ export interface Services {
   readonly stripe: Stripe;
   readonly dataKeys: DataKeys;
   readonly envelope: Envelope;
+  /** For clients: fails fast when KMS is down. */
   readonly dataConverter: DataConverter;
+  /** For workers: waits out a KMS outage instead of failing an encode (which would end the worker). */
+  readonly workerDataConverter: DataConverter;
   close(): Promise<void>;
 }
 
@@ -39,6 +42,7 @@ export function createServices(config: Config, log: Pick<Logger, 'warn'>): Servi
     dataKeys,
     envelope: new Envelope(dataKeys),
     dataConverter: createDataConverter(config, kms),
+    workerDataConverter: createDataConverter(config, kms, { forWorker: true }),
     async close() {
       await destructions.close();
       await db.destroy();

@@ -22,7 +22,7 @@ export async function roundTripBenchmark(): Promise<BenchResult> {
   const client = await connectClient(config, services.dataConverter);
   const connection = await connectWorker(config);
   try {
-    const workers = await createWorkers({ config, connection, dataConverter: services.dataConverter, deps: { identity: 'bench', ...services, config } });
+    const workers = await createWorkers({ config, connection, dataConverter: services.workerDataConverter, deps: { identity: 'bench', ...services, config } });
     const execute = (i: number) =>
       client.workflow.execute('canaryWorkflow', { taskQueue: config.temporal.taskQueue, workflowId: `bench-${i}-${randomUUID()}`, args: [{ nonce: String(i) }] });
     const seconds = await runWorkersUntil(workers, async () => {

@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, randomBytes, randomUUID, type KeyObje
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
 import type { Payload, PayloadCodec } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
-import { CiphertextInvalidError } from '../crypto/errors';
+import { CiphertextInvalidError, KmsUnavailableError } from '../crypto/errors';
 import { DataKeyCache } from '../crypto/key-cache';
 import { mapKmsError } from '../crypto/kms-errors';
 
@@ -32,6 +32,13 @@ export interface PayloadCodecDeps {
   readonly masterKeyId: string;
   /** How long, and for how many payloads, one encoding key is used before the next. */
   readonly limits: { readonly maxAgeMs: number; readonly maxUses: number };
+  /**
+   * When encoding, wait out a KMS that is unreachable or throttling, retrying with backoff
+   * (at most `maxDelayMs` apart) for as long as it lasts, instead of failing. For workers:
+   * the SDK ends a worker whose activity result cannot be encoded, so an outage must never
+   * surface there. Clients that answer callers leave it off and fail fast.
+   */
+  readonly waitOutKmsOutages?: { readonly maxDelayMs: number };
 }
 
 interface EncodingKey {
@@ -134,14 +141,9 @@ export class KmsPayloadCodec implements PayloadCodec {
 
   private async generate(): Promise<EncodingKey> {
     const keyId = randomUUID();
-    let generated;
-    try {
-      generated = await this.deps.kms.send(
-        new GenerateDataKeyCommand({ KeyId: this.deps.masterKeyId, KeySpec: 'AES_256', EncryptionContext: encryptionContext(keyId) }),
-      );
-    } catch (err) {
-      throw mapKmsError(err, 'GenerateDataKey');
-    }
+    const generated = await this.kmsCall('GenerateDataKey', () =>
+      this.deps.kms.send(new GenerateDataKeyCommand({ KeyId: this.deps.masterKeyId, KeySpec: 'AES_256', EncryptionContext: encryptionContext(keyId) })),
+    );
     const plaintext = Buffer.from(generated.Plaintext!);
     const key = this.decodingKeys.put(keyId, plaintext);
     plaintext.fill(0);
@@ -170,13 +172,27 @@ export class KmsPayloadCodec implements PayloadCodec {
   }
 
   private async unwrap(keyId: string, wrapped: Buffer): Promise<void> {
-    let unwrapped;
-    try {
-      unwrapped = await this.deps.kms.send(new DecryptCommand({ CiphertextBlob: wrapped, EncryptionContext: encryptionContext(keyId) }));
-    } catch (err) {
-      throw mapKmsError(err, 'Decrypt');
-    }
+    // Decoding fails fast even for workers: a task whose input cannot be read yet fails and Temporal retries it.
+    const unwrapped = await this.kmsCall(
+      'Decrypt',
+      () => this.deps.kms.send(new DecryptCommand({ CiphertextBlob: wrapped, EncryptionContext: encryptionContext(keyId) })),
+      false,
+    );
     this.decodingKeys.put(keyId, Buffer.from(unwrapped.Plaintext!));
     unwrapped.Plaintext!.fill(0);
+  }
+
+  /** A KMS call, its errors mapped; an outage retried until it ends when `waitOutKmsOutages` says so and `mayWait`. */
+  private async kmsCall<T>(operation: string, call: () => Promise<T>, mayWait = true): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call();
+      } catch (err) {
+        const mapped = mapKmsError(err, operation);
+        const wait = this.deps.waitOutKmsOutages;
+        if (!wait || !mayWait || !(mapped instanceof KmsUnavailableError)) throw mapped;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** Math.min(attempt, 10), wait.maxDelayMs)));
+      }
+    }
   }
 }

@@ -33,7 +33,7 @@ export async function startTestApi(config: Config = testConfig(), log: Logger = 
 export async function createTestWorkers(config: Config, identity = 'test-worker'): Promise<{ workers: Worker[]; services: Services; close(): Promise<void> }> {
   const services = createServices(config, quietLog);
   const connection = await connectWorker(config);
-  const workers = await createWorkers({ config, connection, dataConverter: services.dataConverter, deps: { identity, ...services, config } });
+  const workers = await createWorkers({ config, connection, dataConverter: services.workerDataConverter, deps: { identity, ...services, config } });
   return {
     workers,
     services,
