@@ -128,7 +128,7 @@ export async function startCodecServer(config: Config, log: Logger, services: Se
     verify: createTokenVerifier(config),
     recordAudit: (entry) => appendAuditEntry(services.db, entry),
     corsOrigins: config.codec.corsOrigins,
-    secureCookies: config.apiTls !== undefined,
+    secureCookies: config.codec.secureCookies,
     log,
   });
   return listen(app, config.codec, config.apiTls, log, 'codec server', async () => undefined);
