@@ -1,4 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
+import { AuditInputError, AuditKeyConflictError } from '../src/audit/audit-types';
 import { CryptoError } from '../src/crypto/errors';
 
 /**
@@ -7,6 +8,9 @@ import { CryptoError } from '../src/crypto/errors';
  */
 export function toActivityFailure(err: unknown): unknown {
   if (err instanceof CryptoError) return ApplicationFailure.create({ type: err.type, message: err.message, nonRetryable: !err.retryable });
+  // A refused audit entry stays refused. Messages name the field and rule, never a value.
+  if (err instanceof AuditInputError) return ApplicationFailure.create({ type: 'AuditRejected', message: err.message, nonRetryable: true, details: [{ field: err.field }] });
+  if (err instanceof AuditKeyConflictError) return ApplicationFailure.create({ type: 'AuditKeyConflict', message: err.message, nonRetryable: true });
   return err;
 }
 

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -8,7 +9,7 @@ import type { Envelope } from '../crypto/envelope';
 import { CryptoError, DataKeyDestroyedError } from '../crypto/errors';
 import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
-import { claimIdempotencyKey, idempotencyKeyOf, idFor, requiredHeader } from '../http/idempotency';
+import { claimIdempotencyKey, idempotencyKeyOf, idFor, requestIdOf, requiredHeader } from '../http/idempotency';
 import { sendProblem, validationProblem } from '../http/problem';
 import type { eraseCustomerWorkflow, registerCustomerWorkflow } from '../../workflows/customers';
 import { openProfile, sealProfile } from './customer-crypto';
@@ -71,17 +72,20 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const principal = res.locals.principal as Principal;
     const customerId = customerIdOf(req);
     const purpose = requiredHeader(req, PURPOSE, purposeHeader);
+    const requestId = requestIdOf(req);
     const row = await findCustomer(deps.db, customerId);
     if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
     if (row.status === 'erased') return sendProblem(res, { title: 'Gone', status: 410, detail: `Customer ${customerId} was erased.` });
     // Audited before anything is decrypted: if the audit trail cannot record the read, nothing is read.
+    // Every read is its own entry: the key is ours, the caller's request id only a detail.
     await appendAuditEntry(deps.db, {
-      idempotencyKey: `api:customer.read:${req.header('x-request-id') ?? crypto.randomUUID()}`,
+      idempotencyKey: `api:customer.read:${randomUUID()}`,
       actor: principal.subject,
       action: 'customer.read',
       subjectType: 'customer',
       subjectId: customerId,
       purpose,
+      ...(requestId ? { details: { requestId } } : {}),
     });
     let profile: CustomerProfile;
     try {

@@ -26,6 +26,19 @@ export function requiredHeader(req: Request, header: string, schema: z.ZodType<s
   return parsed.data;
 }
 
+/** A header's value, undefined when absent, or a 400 problem naming it when invalid. */
+export function optionalHeader(req: Request, header: string, schema: z.ZodType<string>): string | undefined {
+  return req.header(header) === undefined ? undefined : requiredHeader(req, header, schema);
+}
+
+/**
+ * The caller's `X-Request-Id`, for correlating logs and audit entries: a detail only, never
+ * a key, since the caller chooses it.
+ */
+export function requestIdOf(req: Request): string | undefined {
+  return optionalHeader(req, 'X-Request-Id', z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : -'));
+}
+
 /**
  * An opaque id derived from the caller and their Idempotency-Key: a retried request names
  * the same resource, hence the same workflow id, hence the same saga.
