@@ -436,6 +436,15 @@ export function codecKeyAlias(config: Pick<Config, 'kms'>): string {
   return `${config.kms.aliasPrefix}-temporal-payloads`;
 }
 
+/**
+ * The alias of the HMAC key (KMS `HMAC_256`, `GENERATE_VERIFY_MAC`) that turns a personal
+ * token subject (an operator's email) into the pseudonymous actor the audit trail stores.
+ * Never rotated: a new key would give every operator a new pseudonym.
+ */
+export function auditActorKeyAlias(config: Pick<Config, 'kms'>): string {
+  return `${config.kms.aliasPrefix}-audit-actors`;
+}
+
 /** The alias of a region's master key, e.g. `alias/ledgerlock-eu`. */
 export function masterKeyAlias(config: Pick<Config, 'kms'>, region: string): string {
   return `${config.kms.aliasPrefix}-${region}`;

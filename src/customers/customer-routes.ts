@@ -52,14 +52,14 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const customerId = idFor('cust_', principal.subject, idempotencyKey);
     const workflowId = `customer-registration:${customerId}`;
     const sealed = await sealProfile(deps.envelope, customerId, body.data);
-    await claimIdempotencyKey(deps, { caller: principal.subject, idempotencyKey, dataKeyId: sealed.dataKeyId, body: body.data, workflowId });
+    await claimIdempotencyKey(deps, { caller: res.locals.actor, idempotencyKey, dataKeyId: sealed.dataKeyId, body: body.data, workflowId });
 
     try {
       await deps.temporal.workflow.start<typeof registerCustomerWorkflow>('registerCustomerWorkflow', {
         taskQueue: deps.taskQueue,
         workflowId,
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        args: [{ customer: sealed, requestedBy: principal.subject }],
+        args: [{ customer: sealed, requestedBy: res.locals.actor }],
       });
     } catch (err) {
       // The first request (or a concurrent one) started it: same saga, same answer.
@@ -80,7 +80,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     // Every read is its own entry: the key is ours, the caller's request id only a detail.
     await appendAuditEntry(deps.db, {
       idempotencyKey: `api:customer.read:${randomUUID()}`,
-      actor: principal.subject,
+      actor: res.locals.actor,
       action: 'customer.read',
       subjectType: 'customer',
       subjectId: customerId,
@@ -117,7 +117,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
         taskQueue: deps.taskQueue,
         workflowId,
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        args: [{ customerId, requestedBy: principal.subject, reason }],
+        args: [{ customerId, requestedBy: res.locals.actor, reason }],
       });
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { ZodError } from 'zod';
+import { AuditInputError } from '../audit/audit-types';
 import { errorMessage, type Logger } from '../log';
 
 /** An RFC 9457 problem document. `errors` names each offending field. */
@@ -45,6 +46,11 @@ export function validationProblem(error: ZodError, prefix: string): HttpProblem 
 export function problemErrorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (err instanceof HttpProblem) return sendProblem(res, err.problem);
+    // Routes validate what reaches the audit trail first; should something slip through, the
+    // caller learns which field the trail refused (never its value) instead of getting a 500.
+    if (err instanceof AuditInputError) {
+      return sendProblem(res, { title: 'Unprocessable Content', status: 422, detail: 'The audit trail refused this request.', errors: [{ field: err.field, message: err.rule }] });
+    }
     const status = (err as { status?: unknown }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {
       // body-parser's errors: malformed JSON, oversized body, wrong charset.

@@ -106,7 +106,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
     const customerId = idFor('cust_', principal.subject, `subscription:${idempotencyKey}`);
     const workflowId = subscriptionWorkflowId(subscriptionId);
     const customer = await sealProfile(deps.envelope, customerId, body.data.customer);
-    await claimIdempotencyKey(deps, { caller: principal.subject, idempotencyKey, dataKeyId: customer.dataKeyId, body: body.data, workflowId });
+    await claimIdempotencyKey(deps, { caller: res.locals.actor, idempotencyKey, dataKeyId: customer.dataKeyId, body: body.data, workflowId });
     try {
       await deps.temporal.workflow.start<typeof createSubscriptionWorkflow>('createSubscriptionWorkflow', {
         taskQueue: deps.taskQueue,
@@ -120,7 +120,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
             paymentMethodId: body.data.paymentMethodId,
             ...(body.data.trialDays ? { trialDays: body.data.trialDays } : {}),
             ...(body.data.metadata ? { metadata: body.data.metadata } : {}),
-            requestedBy: principal.subject,
+            requestedBy: res.locals.actor,
             paymentWindowSeconds: deps.paymentWindowSeconds,
           },
         ],
@@ -169,7 +169,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
     if (!body.success) throw validationProblem(body.error, 'body');
     const handle = deps.temporal.workflow.getHandle(subscriptionWorkflowId(subscriptionId));
     const view = await update(
-      () => handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: body.data.atPeriodEnd, requestedBy: principal.subject }] }),
+      () => handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: body.data.atPeriodEnd, requestedBy: res.locals.actor }] }),
       subscriptionId,
     );
     res.json(view);
@@ -186,7 +186,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
     // The key is bound to this subscription and body for good, as on every route: another body
     // is 409. The answer is kept with it, since the workflow remembers only its latest refunds
     // and Stripe forgets its idempotency key after a day: a retry, however late, refunds nothing.
-    const claim = { caller: principal.subject, idempotencyKey };
+    const claim = { caller: res.locals.actor, idempotencyKey };
     const claimed = await claimIdempotencyKeyOfIds(deps.db, { ...claim, body: { subscriptionId, ...body.data }, workflowId });
     if (claimed.response !== null) return void res.status(201).json(claimed.response);
     const handle = deps.temporal.workflow.getHandle(workflowId);
@@ -195,7 +195,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
         handle.executeUpdate(refundInvoiceUpdate, {
           // The update id dedupes a retried request at Temporal; the request id at Stripe.
           updateId: requestId,
-          args: [{ invoiceId: body.data.invoiceId, ...(body.data.amount ? { amount: body.data.amount } : {}), requestId, requestedBy: principal.subject }],
+          args: [{ invoiceId: body.data.invoiceId, ...(body.data.amount ? { amount: body.data.amount } : {}), requestId, requestedBy: res.locals.actor }],
         }),
       subscriptionId,
     );

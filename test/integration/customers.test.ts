@@ -154,6 +154,15 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
     expect((await readsOf()).length).toBe(before + 3);
   });
 
+  it('serves a reader whose token sub is an email, auditing a pseudonym instead of the email', async () => {
+    const personal = `reader-${randomUUID().slice(0, 8)}@example.com`;
+    const res = await get(customerId, await tokenFor(config(), personal, ['customers:read']), 'support ticket 5');
+    expect(res.status).toBe(200);
+    const read = (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'customer.read' && e.subjectId === customerId).at(-1)!;
+    expect(read).toMatchObject({ purpose: 'support ticket 5', actor: expect.stringMatching(/^pseudonym:[0-9a-f]{32}$/) });
+    expect(JSON.stringify(await listAuditEntries(db, { limit: 1000 }))).not.toContain(personal);
+  });
+
   it('keeps the probe out of the Temporal server database and out of the logs', async () => {
     const files = [testStack().temporalDbFile, `${testStack().temporalDbFile}-wal`].filter(existsSync);
     expect(files.length).toBeGreaterThan(0);
