@@ -1,12 +1,15 @@
 import { appendAuditEntry } from '../src/audit/audit-dal';
 import type { AuditEntryInput } from '../src/audit/audit-types';
 import type { Db } from '../src/db/database';
+import { mappingFailures } from './failures';
 
 export function createAuditActivities(deps: { readonly db: Db }) {
   return {
     /**
      * Appends to the audit trail. The workflow passes `idempotencyKey` as
      * `<workflow id>:<step name>`, so a retried attempt returns the first one's entry.
+     * A refused entry (`AuditRejected`) or a key that already records other content
+     * (`AuditKeyConflict`) fails the call at once, without retries.
      */
     async recordAudit(input: AuditEntryInput): Promise<{ seq: string; hash: string }> {
       // A refused entry (AuditInputError) fails at once, non-retryable, through the failure mapping.

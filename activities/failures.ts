@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import Stripe from 'stripe';
-import { AuditInputError } from '../src/audit/audit-types';
+import { AuditInputError, AuditKeyConflictError } from '../src/audit/audit-types';
 import { CryptoError } from '../src/crypto/errors';
 import { databaseOutage } from '../src/db/db-errors';
 import { stripeFailure } from '../src/stripe/stripe-errors';
@@ -37,6 +37,7 @@ export function toActivityFailure(err: unknown, activity: string): unknown {
     // A refused entry stays refused; the message names the field and rule only, never the value.
     return ApplicationFailure.create({ type: 'AuditRejected', message: err.message, nonRetryable: true, details: [{ field: err.field }] });
   }
+  if (err instanceof AuditKeyConflictError) return ApplicationFailure.create({ type: 'AuditKeyConflict', message: err.message, nonRetryable: true });
   if (err instanceof Stripe.errors.StripeError) return stripeFailure(err, activity);
   const outage = databaseOutage(err);
   if (outage) return ApplicationFailure.create({ type: OUTAGE_FAILURE.database, message: `${activity}: PostgreSQL unavailable (${outage})` });

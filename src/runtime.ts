@@ -5,6 +5,7 @@ import os from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
+import { createActorOf } from './audit/audit-actor';
 import { appendAuditEntry } from './audit/audit-dal';
 import { createAuditRouter } from './audit/audit-routes';
 import { ensureKeyRotationSchedule } from './keys/key-rotation-service';
@@ -134,7 +135,7 @@ export async function startWorker(
 export async function startApi(config: Config, log: Logger, services: Services): Promise<RunningServer> {
   // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
-  const guard = authorize(createTokenVerifier(config), log);
+  const guard = authorize(createTokenVerifier(config), log, createActorOf({ kms: services.kms, config }));
   const secrets = webhookSecrets(config);
   const temporal = lazyServingClient(config, services.dataConverter);
   const relay = startWebhookRelay({ db: services.db, temporal, log, maxBackoffMs: config.stripe.webhookRetryMaxMs });
@@ -173,9 +174,10 @@ export async function startCodecServer(config: Config, log: Logger, services: Se
   const app = createCodecApp({
     codec: services.dataConverter.payloadCodecs![0]!,
     verify: createTokenVerifier(config),
+    actorOf: createActorOf({ kms: services.kms, config }),
     recordAudit: (entry) => appendAuditEntry(services.db, entry),
     corsOrigins: config.codec.corsOrigins,
-    secureCookies: config.apiTls !== undefined,
+    secureCookies: config.codec.secureCookies,
     log,
   });
   return listen(app, config.codec, config.apiTls, log, 'codec server', async () => undefined);

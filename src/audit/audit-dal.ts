@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
 import type { AuditLogRow, Db } from '../db/database';
 import { normaliseAuditInput } from './audit-guard';
-import { auditHash, GENESIS_HASH, type AuditContent } from './audit-hash';
-import type { AuditChainVerdict, AuditEntry, AuditEntryInput } from './audit-types';
+import { auditHash, canonicalJson, GENESIS_HASH, type AuditContent } from './audit-hash';
+import { AuditKeyConflictError, type AuditChainVerdict, type AuditEntry, type AuditEntryInput } from './audit-types';
 
 /**
  * The audit trail's repository: append, list, verify. Rows are never updated or deleted
@@ -17,14 +17,16 @@ import type { AuditChainVerdict, AuditEntry, AuditEntryInput } from './audit-typ
 const AUDIT_APPEND_LOCK = '7302741001';
 
 /**
- * Appends an entry, or returns the one already stored under its idempotency key (then
- * nothing is written: an activity retry is harmless, even with another `occurredAt`).
+ * Appends an entry, or returns the one already stored under its idempotency key when it
+ * records the same thing (then nothing is written: an activity retry is harmless, even
+ * with another `occurredAt`).
  *
  * The entry's seq comes from the identity column under the lock. Seqs may have gaps (a
  * transaction failing after its insert, sequence values skipped after a crash): the hash
  * links, not the seqs, are what verification checks.
  *
  * @throws AuditInputError before any database work when the entry is refused.
+ * @throws AuditKeyConflictError when the key already records other content: nothing is written.
  */
 export async function appendAuditEntry(db: Db, input: AuditEntryInput): Promise<AuditEntry> {
   const content = normaliseAuditInput(input, new Date());
@@ -36,7 +38,10 @@ export async function appendAuditEntry(db: Db, input: AuditEntryInput): Promise<
       .selectAll()
       .where('idempotency_key', '=', content.idempotency_key)
       .executeTakeFirst();
-    if (existing) return toEntry(existing);
+    if (existing) {
+      if (!sameEvent(existing, content)) throw new AuditKeyConflictError(existing.seq);
+      return toEntry(existing);
+    }
     const last = await trx.selectFrom('audit_log').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst();
     const prevHash = last?.hash ?? GENESIS_HASH;
     const row = await trx
@@ -94,6 +99,13 @@ export async function verifyAuditChain(db: Db, options: { batchSize?: number } =
     }
     if (rows.length < batchSize) return { ok: true, entries };
   }
+}
+
+/** Everything but the time: a retry happens later, yet records the same event. */
+function sameEvent(row: AuditLogRow, content: AuditContent): boolean {
+  const event = (c: Omit<AuditContent, 'idempotency_key' | 'occurred_at'>) =>
+    canonicalJson({ actor: c.actor, action: c.action, subject_type: c.subject_type, subject_id: c.subject_id, purpose: c.purpose, details: c.details });
+  return event(row) === event(content);
 }
 
 function toContent(row: AuditLogRow): AuditContent {

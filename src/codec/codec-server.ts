@@ -2,10 +2,12 @@ import { randomUUID } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Payload, PayloadCodec } from '@temporalio/common';
 import { z } from 'zod';
+import { AuditActorUnavailableError, type ActorOf } from '../audit/audit-actor';
 import type { AuditEntryInput } from '../audit/audit-types';
 import type { Principal } from '../auth/scopes';
 import type { TokenVerifier } from '../auth/tokens';
 import { CryptoError } from '../crypto/errors';
+import { sendActorUnavailable } from '../http/auth';
 import { problemErrorHandler, sendProblem, validationProblem } from '../http/problem';
 import { errorMessage, type Logger } from '../log';
 import { KmsPayloadCodec } from '../temporal/payload-codec';
@@ -24,6 +26,8 @@ export const SESSION_COOKIE = 'ledgerlock_codec_session';
 export interface CodecServerDeps {
   readonly codec: PayloadCodec;
   readonly verify: TokenVerifier;
+  /** The operator as the audit trail names them: a pseudonym for a personal subject such as an email. */
+  readonly actorOf: ActorOf;
   readonly recordAudit: (entry: AuditEntryInput) => Promise<unknown>;
   readonly corsOrigins: readonly string[];
   /** Marks the session cookie Secure; set when the server is reached over HTTPS. */
@@ -107,7 +111,7 @@ export function createCodecApp(deps: CodecServerDeps): Express {
     // Audited before anything is released: an audit trail that cannot be written means no decode.
     await deps.recordAudit({
       idempotencyKey: `codec-decode:${randomUUID()}`,
-      actor: principal.subject,
+      actor: res.locals.actor,
       action: 'payload.decode',
       subjectType: 'temporal-namespace',
       subjectId: namespace,
@@ -161,6 +165,13 @@ function authenticate(deps: CodecServerDeps) {
     }
     if (!principal.scopes.includes('payload:decrypt')) {
       return sendProblem(res, { title: 'Forbidden', status: 403, detail: 'The token lacks the payload:decrypt scope.' });
+    }
+    try {
+      res.locals.actor = await deps.actorOf(principal.subject);
+    } catch (err) {
+      if (!(err instanceof AuditActorUnavailableError)) return next(err);
+      deps.log.warn('audit actor unavailable', { reason: err.message });
+      return sendActorUnavailable(res);
     }
     res.locals.principal = principal;
     next();

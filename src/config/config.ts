@@ -37,7 +37,8 @@ export const ENV_DOCS = {
   TEMPORAL_UI_PORT: 'local dev server Web UI port (default 8233)',
   TEMPORAL_TLS_CERT: 'client certificate (PEM file) for mTLS to Temporal',
   TEMPORAL_TLS_KEY: 'client key (PEM file) for mTLS to Temporal',
-  TEMPORAL_TLS_CA: 'CA bundle (PEM file) that signed the Temporal server certificate',
+  TEMPORAL_TLS_CA: 'CA bundle (PEM file) that signed the Temporal server certificate; set alone, the connection uses TLS without a client certificate',
+  TEMPORAL_API_KEY: 'API key for Temporal Cloud (or a server that authorises API keys), sent as a bearer token; the connection then always uses TLS. Production needs it or the mTLS pair',
   TEMPORAL_CLI_PATH: 'use this `temporal` binary instead of building the pinned one',
   STRIPE_SECRET_KEY: 'Stripe secret key; when set without STRIPE_API_URL, real Stripe is used (required in production)',
   STRIPE_API_URL: 'Stripe API base URL (local default: the embedded stripe-mock)',
@@ -56,6 +57,7 @@ export const ENV_DOCS = {
   AUTH_JWKS_URL: 'JWKS URL of the token issuer (required in production; locally a key pair is generated into the data folder)',
   API_TLS_CERT: 'certificate chain (PEM file): the API serves HTTPS, TLS 1.3 minimum',
   API_TLS_KEY: 'private key (PEM file) of API_TLS_CERT',
+  API_TLS_TERMINATED_BY: '`proxy` when a reverse proxy or load balancer in front of the API and codec server terminates TLS: production then accepts serving plain HTTP behind it without API_TLS_CERT/API_TLS_KEY',
   CODEC_HOST: 'address the codec server binds to (default `127.0.0.1`)',
   CODEC_PORT: 'codec server port for the Temporal Web UI (default 8888)',
   CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
@@ -107,6 +109,10 @@ const rawSchema = z.object({
   TEMPORAL_TLS_CERT: z.string().min(1).optional(),
   TEMPORAL_TLS_KEY: z.string().min(1).optional(),
   TEMPORAL_TLS_CA: z.string().min(1).optional(),
+  TEMPORAL_API_KEY: z
+    .string()
+    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+    .optional(),
   TEMPORAL_CLI_PATH: z.string().min(1).optional(),
   STRIPE_SECRET_KEY: z
     .string()
@@ -140,6 +146,7 @@ const rawSchema = z.object({
   AUTH_JWKS_URL: z.url().optional(),
   API_TLS_CERT: z.string().min(1).optional(),
   API_TLS_KEY: z.string().min(1).optional(),
+  API_TLS_TERMINATED_BY: z.enum(['proxy'], { message: 'must be proxy, or unset when the API serves TLS itself' }).optional(),
   CODEC_HOST: z.string().min(1).default('127.0.0.1'),
   CODEC_PORT: z.coerce.number().int().min(0).max(65535).default(8888),
   CODEC_CORS_ORIGINS: z
@@ -166,9 +173,9 @@ type Raw = z.infer<typeof rawSchema>;
 export type Mode = Raw['LEDGERLOCK_MODE'];
 export type LogLevel = z.infer<typeof logLevel>;
 
+/** TLS to Temporal: mutual when the client pair is set; server-authenticated only otherwise (with an API key or a CA alone). */
 export interface TemporalTls {
-  readonly certPath: string;
-  readonly keyPath: string;
+  readonly clientCert?: { readonly certPath: string; readonly keyPath: string };
   readonly caPath?: string;
 }
 
@@ -188,6 +195,8 @@ export interface Config {
     /** The general worker's sticky cache of workflows. */
     readonly maxCachedWorkflows: number;
     readonly tls?: TemporalTls;
+    /** Temporal Cloud's API key; a secret, sent over TLS only. */
+    readonly apiKey?: string;
     /** Set when `npm start` runs the dev server itself. */
     readonly devServer?: { readonly port: number; readonly uiPort: number; readonly executable?: string };
   };
@@ -222,7 +231,13 @@ export interface Config {
     readonly jwksUrl?: string;
   };
   readonly apiTls?: { readonly certPath: string; readonly keyPath: string };
-  readonly codec: { readonly host: string; readonly port: number; readonly corsOrigins: readonly string[] };
+  readonly codec: {
+    readonly host: string;
+    readonly port: number;
+    readonly corsOrigins: readonly string[];
+    /** The session cookie is `Secure`: always in production (behind a TLS proxy too), and wherever the server serves HTTPS. */
+    readonly secureCookies: boolean;
+  };
   readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number };
   readonly subscriptions: { readonly paymentWindowSeconds: number };
   /** What Stripe receives of a customer's profile (data minimisation); never card data. */
@@ -277,9 +292,26 @@ function pickKnown(env: NodeJS.ProcessEnv): Record<string, string> {
 
 function productionProblems(raw: Raw): { variable: string; message: string }[] {
   const required: EnvName[] = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
-  return required
+  const problems = required
     .filter((name) => raw[name] === undefined)
     .map((variable) => ({ variable, message: 'required when LEDGERLOCK_MODE=production' }));
+  // Keys fetched over plain HTTP can be swapped in transit, and with them every token accepted.
+  if (raw.AUTH_JWKS_URL !== undefined && new URL(raw.AUTH_JWKS_URL).protocol !== 'https:') {
+    problems.push({ variable: 'AUTH_JWKS_URL', message: 'must be an https:// URL when LEDGERLOCK_MODE=production' });
+  }
+  // Bearer tokens and decrypted payloads cross this hop; only a TLS-terminating proxy in front replaces it.
+  if (raw.API_TLS_CERT === undefined && raw.API_TLS_KEY === undefined && raw.API_TLS_TERMINATED_BY !== 'proxy') {
+    for (const variable of ['API_TLS_CERT', 'API_TLS_KEY'] as const) {
+      problems.push({ variable, message: 'required when LEDGERLOCK_MODE=production, unless API_TLS_TERMINATED_BY=proxy says a proxy terminates TLS' });
+    }
+  }
+  // Half an mTLS pair is named by crossFieldProblems.
+  if (raw.TEMPORAL_API_KEY === undefined && raw.TEMPORAL_TLS_CERT === undefined && raw.TEMPORAL_TLS_KEY === undefined) {
+    for (const variable of ['TEMPORAL_TLS_CERT', 'TEMPORAL_API_KEY'] as const) {
+      problems.push({ variable, message: 'LEDGERLOCK_MODE=production connects to Temporal over TLS: set TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY (mutual TLS) or TEMPORAL_API_KEY' });
+    }
+  }
+  return problems;
 }
 
 function crossFieldProblems(raw: Raw): { variable: string; message: string }[] {
@@ -316,10 +348,10 @@ function build(raw: Raw, cwd: string): Config {
   const runTemporal = local && raw.TEMPORAL_ADDRESS === undefined;
   const runStripeMock = local && raw.STRIPE_SECRET_KEY === undefined && raw.STRIPE_API_URL === undefined;
   const runLocalKms = local && raw.KMS_ENDPOINT === undefined && raw.AWS_REGION === undefined;
+  const clientCert = raw.TEMPORAL_TLS_CERT && raw.TEMPORAL_TLS_KEY ? { certPath: raw.TEMPORAL_TLS_CERT, keyPath: raw.TEMPORAL_TLS_KEY } : undefined;
+  // An API key is a bearer secret: it never travels without TLS.
   const tls: TemporalTls | undefined =
-    raw.TEMPORAL_TLS_CERT && raw.TEMPORAL_TLS_KEY
-      ? { certPath: raw.TEMPORAL_TLS_CERT, keyPath: raw.TEMPORAL_TLS_KEY, ...(raw.TEMPORAL_TLS_CA ? { caPath: raw.TEMPORAL_TLS_CA } : {}) }
-      : undefined;
+    clientCert || raw.TEMPORAL_API_KEY || raw.TEMPORAL_TLS_CA ? { ...opt('clientCert', clientCert), ...opt('caPath', raw.TEMPORAL_TLS_CA) } : undefined;
   return {
     mode: raw.LEDGERLOCK_MODE,
     dataDir: path.resolve(cwd, raw.LEDGERLOCK_DATA_DIR),
@@ -336,6 +368,7 @@ function build(raw: Raw, cwd: string): Config {
       taskQueue: raw.TEMPORAL_TASK_QUEUE,
       maxCachedWorkflows: raw.WORKER_MAX_CACHED_WORKFLOWS,
       ...(tls ? { tls } : {}),
+      ...opt('apiKey', raw.TEMPORAL_API_KEY),
       ...(runTemporal
         ? { devServer: { port: raw.TEMPORAL_PORT, uiPort: raw.TEMPORAL_UI_PORT, ...opt('executable', raw.TEMPORAL_CLI_PATH) } }
         : {}),
@@ -372,6 +405,7 @@ function build(raw: Raw, cwd: string): Config {
         `http://127.0.0.1:${raw.TEMPORAL_UI_PORT}`,
         `http://localhost:${raw.TEMPORAL_UI_PORT}`,
       ],
+      secureCookies: !local || (raw.API_TLS_CERT !== undefined && raw.API_TLS_KEY !== undefined),
     },
     dataKeyCache: { maxAgeMs: raw.DATA_KEY_CACHE_MAX_AGE_SECONDS * 1000, maxUses: raw.DATA_KEY_CACHE_MAX_USES },
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
@@ -400,6 +434,15 @@ function deepFreeze<T>(value: T): T {
 /** The alias of the master key Temporal payload keys are generated under. */
 export function codecKeyAlias(config: Pick<Config, 'kms'>): string {
   return `${config.kms.aliasPrefix}-temporal-payloads`;
+}
+
+/**
+ * The alias of the HMAC key (KMS `HMAC_256`, `GENERATE_VERIFY_MAC`) that turns a personal
+ * token subject (an operator's email) into the pseudonymous actor the audit trail stores.
+ * Never rotated: a new key would give every operator a new pseudonym.
+ */
+export function auditActorKeyAlias(config: Pick<Config, 'kms'>): string {
+  return `${config.kms.aliasPrefix}-audit-actors`;
 }
 
 /** The alias of a region's master key, e.g. `alias/ledgerlock-eu`. */

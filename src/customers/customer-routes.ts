@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { Router, type Request } from 'express';
 import { z } from 'zod';
@@ -8,7 +9,7 @@ import type { Envelope } from '../crypto/envelope';
 import { DataKeyDestroyedError } from '../crypto/errors';
 import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
-import { claimIdempotencyKey, idempotencyKeyOf, idFor, requiredHeader } from '../http/idempotency';
+import { claimIdempotencyKey, idempotencyKeyOf, idFor, requestIdOf, requiredHeader } from '../http/idempotency';
 import { sendProblem, validationProblem } from '../http/problem';
 import type { registerCustomerWorkflow } from '../../workflows/customers';
 import { openProfile, sealProfile } from './customer-crypto';
@@ -52,14 +53,14 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const customerId = idFor('cust_', principal.subject, idempotencyKey);
     const workflowId = `customer-registration:${customerId}`;
     const sealed = await sealProfile(deps.envelope, customerId, body.data);
-    await claimIdempotencyKey(deps, { caller: principal.subject, idempotencyKey, dataKeyId: sealed.dataKeyId, body: body.data, workflowId });
+    await claimIdempotencyKey(deps, { caller: res.locals.actor, idempotencyKey, dataKeyId: sealed.dataKeyId, body: body.data, workflowId });
 
     try {
       await deps.temporal.workflow.start<typeof registerCustomerWorkflow>('registerCustomerWorkflow', {
         taskQueue: deps.taskQueue,
         workflowId,
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        args: [{ customer: sealed, requestedBy: principal.subject }],
+        args: [{ customer: sealed, requestedBy: res.locals.actor }],
       });
     } catch (err) {
       // The first request (or a concurrent one) started it: same saga, same answer.
@@ -72,6 +73,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const principal = res.locals.principal as Principal;
     const customerId = customerIdOf(req);
     const purpose = requiredHeader(req, PURPOSE, purposeHeader);
+    const requestId = requestIdOf(req);
     const row = await findCustomer(deps.db, customerId);
     if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
     // Once an erasure was asked for, nothing personal is released, whether it is under way, done or failed.
@@ -82,13 +84,15 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
       return res.json({ id: row.id, status: erasure.status, ...(erasure.reason ? { erasure: { reason: erasure.reason } } : {}) });
     }
     // Audited before anything is decrypted: if the audit trail cannot record the read, nothing is read.
+    // Every read is its own entry: the key is ours, the caller's request id only a detail.
     await appendAuditEntry(deps.db, {
-      idempotencyKey: `api:customer.read:${req.header('x-request-id') ?? crypto.randomUUID()}`,
-      actor: principal.subject,
+      idempotencyKey: `api:customer.read:${randomUUID()}`,
+      actor: res.locals.actor,
       action: 'customer.read',
       subjectType: 'customer',
       subjectId: customerId,
       purpose,
+      ...(requestId ? { details: { requestId } } : {}),
     });
     let profile: CustomerProfile;
     try {
@@ -117,13 +121,13 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     // Recorded when asked, not only when done: the request itself is what a regulator asks to see.
     await appendAuditEntry(deps.db, {
       idempotencyKey: `api:customer.erasure_requested:${crypto.randomUUID()}`,
-      actor: principal.subject,
+      actor: res.locals.actor,
       action: 'customer.erasure_requested',
       subjectType: 'customer',
       subjectId: customerId,
       purpose: reason,
     });
-    const { workflowId, started } = await requestErasure(deps.temporal, deps.taskQueue, { customerId, requestedBy: principal.subject, reason });
+    const { workflowId, started } = await requestErasure(deps.temporal, deps.taskQueue, { customerId, requestedBy: res.locals.actor, reason });
     if (!started && (await erasureState(deps.temporal, customerId))?.status === 'erased') {
       return res.status(200).json({ customerId, workflowId, status: 'erased' });
     }

@@ -35,6 +35,8 @@ export interface ApiIdempotencyKeyTable {
   workflow_id: string;
   created_at: ColumnType<Date, Date | undefined, never>;
   id: Generated<string>;
+  /** The answer given, for routes that replay it (refunds); JSON text in, an object out. */
+  response: ColumnType<unknown, string | null | undefined, string | null>;
 }
 
 export type ApiIdempotencyKey = Selectable<ApiIdempotencyKeyTable>;

@@ -1,4 +1,5 @@
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Response } from 'express';
+import { AuditActorUnavailableError, type ActorOf } from '../audit/audit-actor';
 import type { Principal, Scope } from '../auth/scopes';
 import { createTokenVerifier, InvalidTokenError, type TokenVerifier } from '../auth/tokens';
 import type { Config } from '../config/config';
@@ -10,6 +11,8 @@ declare global {
     interface Locals {
       /** The verified caller; set by {@link authenticate}, so present on every route behind it. */
       principal: Principal;
+      /** Who the audit trail and workflows name for the caller: the subject, or its pseudonym (see audit-actor.ts). */
+      actor: string;
     }
   }
 }
@@ -21,10 +24,11 @@ const BEARER = /^Bearer +([^\s]+) *$/i;
 
 /**
  * Requires `Authorization: Bearer <jwt>` and puts the verified caller in
- * `res.locals.principal`. Every failure is the same generic 401 (RFC 6750): why a token
- * was refused goes to the log only, and the token itself goes nowhere.
+ * `res.locals.principal`, and, given `actorOf`, their audit identity in `res.locals.actor`.
+ * Every failure is the same generic 401 (RFC 6750): why a token was refused goes to the
+ * log only, and the token itself goes nowhere.
  */
-export function authenticate(verify: TokenVerifier, log?: Logger): RequestHandler {
+export function authenticate(verify: TokenVerifier, log?: Logger, actorOf?: ActorOf): RequestHandler {
   return async (req, res, next) => {
     const header = req.get('authorization');
     if (header === undefined) {
@@ -41,8 +45,23 @@ export function authenticate(verify: TokenVerifier, log?: Logger): RequestHandle
       res.set('WWW-Authenticate', 'Bearer error="invalid_token"');
       return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'The bearer token is invalid or has expired.' });
     }
+    if (actorOf) {
+      try {
+        res.locals.actor = await actorOf(res.locals.principal.subject);
+      } catch (err) {
+        if (!(err instanceof AuditActorUnavailableError)) return next(err);
+        log?.warn('audit actor unavailable', { reason: err.message });
+        return sendActorUnavailable(res);
+      }
+    }
     return next();
   };
+}
+
+/** Nothing is done for a caller the audit trail cannot name: a 503 to retry, never a 500. */
+export function sendActorUnavailable(res: Response): void {
+  res.set('Retry-After', '5');
+  sendProblem(res, { title: 'Service Unavailable', status: 503, detail: 'The audit trail cannot record who you are right now (its KMS key is unavailable); retry shortly.' });
 }
 
 /** 403 unless the authenticated caller holds `scope` (401 when nobody authenticated). */
@@ -63,8 +82,8 @@ export function requireScope(scope: Scope): RequestHandler {
 }
 
 /** `authenticate` then `requireScope`, for one route. */
-export function authorize(verify: TokenVerifier, log?: Logger): Authorize {
-  const authenticated = authenticate(verify, log);
+export function authorize(verify: TokenVerifier, log?: Logger, actorOf?: ActorOf): Authorize {
+  const authenticated = authenticate(verify, log, actorOf);
   return (scope) => [authenticated, requireScope(scope)];
 }
 

@@ -26,6 +26,19 @@ export function requiredHeader(req: Request, header: string, schema: z.ZodType<s
   return parsed.data;
 }
 
+/** A header's value, undefined when absent, or a 400 problem naming it when invalid. */
+export function optionalHeader(req: Request, header: string, schema: z.ZodType<string>): string | undefined {
+  return req.header(header) === undefined ? undefined : requiredHeader(req, header, schema);
+}
+
+/**
+ * The caller's `X-Request-Id`, for correlating logs and audit entries: a detail only, never
+ * a key, since the caller chooses it.
+ */
+export function requestIdOf(req: Request): string | undefined {
+  return optionalHeader(req, 'X-Request-Id', z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1 to 128 letters, digits or . _ : -'));
+}
+
 /**
  * An opaque id derived from the caller and their Idempotency-Key: a retried request names
  * the same resource, hence the same workflow id, hence the same saga.
@@ -49,24 +62,55 @@ export async function claimIdempotencyKey(
   claim: { caller: string; idempotencyKey: string; dataKeyId: string; body: unknown; workflowId: string },
 ): Promise<'first' | 'retry'> {
   const key = await deps.dataKeys.key(claim.dataKeyId);
-  const requestHash = `${claim.dataKeyId}:${fingerprint(key, claim.body)}`;
-  const inserted = await deps.db
+  const { outcome } = await claimWithHash(deps.db, { ...claim, requestHash: `${claim.dataKeyId}:${fingerprint(key, claim.body)}` });
+  return outcome;
+}
+
+/**
+ * {@link claimIdempotencyKey} for a request that carries no personal data (ids and amounts,
+ * as a refund), fingerprinted with plain SHA-256, and that keeps its answer: a retry gets
+ * back the `response` stored by {@link recordIdempotentResponse}, null until then.
+ *
+ * @throws HttpProblem 409 for the same key with another request, on this route or any other.
+ */
+export async function claimIdempotencyKeyOfIds(
+  db: Db,
+  claim: { caller: string; idempotencyKey: string; body: unknown; workflowId: string },
+): Promise<{ outcome: 'first' | 'retry'; response: unknown }> {
+  return claimWithHash(db, { ...claim, requestHash: `sha256:${createHash('sha256').update(canonical(claim.body)).digest('hex')}` });
+}
+
+/** Keeps the answer to a claimed key, for every retry from now on. */
+export async function recordIdempotentResponse(db: Db, claim: { caller: string; idempotencyKey: string }, response: unknown): Promise<void> {
+  await db
+    .updateTable('api_idempotency_keys')
+    .set({ response: JSON.stringify(response) })
+    .where('caller', '=', claim.caller)
+    .where('idempotency_key', '=', claim.idempotencyKey)
+    .execute();
+}
+
+async function claimWithHash(
+  db: Db,
+  claim: { caller: string; idempotencyKey: string; requestHash: string; workflowId: string },
+): Promise<{ outcome: 'first' | 'retry'; response: unknown }> {
+  const inserted = await db
     .insertInto('api_idempotency_keys')
-    .values({ caller: claim.caller, idempotency_key: claim.idempotencyKey, request_hash: requestHash, workflow_id: claim.workflowId })
+    .values({ caller: claim.caller, idempotency_key: claim.idempotencyKey, request_hash: claim.requestHash, workflow_id: claim.workflowId })
     .onConflict((oc) => oc.columns(['caller', 'idempotency_key']).doNothing())
     .returning('id')
     .executeTakeFirst();
-  if (inserted) return 'first';
-  const previous = await deps.db
+  if (inserted) return { outcome: 'first', response: null };
+  const previous = await db
     .selectFrom('api_idempotency_keys')
-    .select(['request_hash', 'workflow_id'])
+    .select(['request_hash', 'workflow_id', 'response'])
     .where('caller', '=', claim.caller)
     .where('idempotency_key', '=', claim.idempotencyKey)
     .executeTakeFirstOrThrow();
-  if (previous.workflow_id !== claim.workflowId || !sameFingerprint(previous.request_hash, requestHash)) {
+  if (previous.workflow_id !== claim.workflowId || !sameFingerprint(previous.request_hash, claim.requestHash)) {
     throw new HttpProblem({ title: 'Idempotency-Key reused', status: 409, detail: `This ${IDEMPOTENCY_KEY_HEADER} was used with a different request.` });
   }
-  return 'retry';
+  return { outcome: 'retry', response: previous.response ?? null };
 }
 
 function fingerprint(key: KeyObject, body: unknown): string {

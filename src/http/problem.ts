@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { ZodError } from 'zod';
 import { dependencyOutage, OUTAGE_RETRY_AFTER_SECONDS } from '../health/outage';
+import { AuditInputError } from '../audit/audit-types';
 import { errorMessage, type Logger } from '../log';
 
 /** An RFC 9457 problem document. `errors` names each offending field. */
@@ -62,6 +63,11 @@ export function problemErrorHandler(log: Logger): ErrorRequestHandler {
         detail: `${DEPENDENCY_NAMES[down]} is unavailable; retry after ${OUTAGE_RETRY_AFTER_SECONDS} seconds.`,
         dependency: down,
       });
+    }
+    // Routes validate what reaches the audit trail first; should something slip through, the
+    // caller learns which field the trail refused (never its value) instead of getting a 500.
+    if (err instanceof AuditInputError) {
+      return sendProblem(res, { title: 'Unprocessable Content', status: 422, detail: 'The audit trail refused this request.', errors: [{ field: err.field, message: err.rule }] });
     }
     const status = (err as { status?: unknown }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {

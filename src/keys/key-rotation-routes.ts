@@ -1,7 +1,6 @@
 import type { Client } from '@temporalio/client';
 import { Router } from 'express';
 import { z } from 'zod';
-import type { Principal } from '../auth/scopes';
 import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
 import { sendProblem } from '../http/problem';
@@ -22,9 +21,8 @@ export function createKeyRotationRouter(deps: KeyRotationRouteDeps): Router {
   const router = Router();
 
   router.post('/v1/key-rotations', ...deps.authorize('keys:rotate'), async (_req, res) => {
-    const principal = res.locals.principal as Principal;
     try {
-      const rotationId = await startKeyRotation(deps.temporal, deps.db, deps.config, principal.subject);
+      const rotationId = await startKeyRotation(deps.temporal, deps.db, deps.config, res.locals.actor);
       res.status(202).location(`/v1/key-rotations/${encodeURIComponent(rotationId)}`).json({ rotationId, status: 'running' });
     } catch (err) {
       if (!(err instanceof RotationAlreadyRunningError)) throw err;

@@ -4,8 +4,10 @@ import {
   DescribeKeyCommand,
   KMSClient,
   NotFoundException,
+  type KeySpec,
+  type KeyUsageType,
 } from '@aws-sdk/client-kms';
-import { codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
+import { auditActorKeyAlias, codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
 
 /**
  * One KMS client for AWS KMS and local-kms alike: only the endpoint (and, locally, the
@@ -24,7 +26,8 @@ export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
 }
 
 /**
- * Makes sure every region, and the Temporal payload codec, has its master key alias. Against the embedded local-kms the
+ * Makes sure every region, the Temporal payload codec and the audit trail's actor
+ * pseudonyms (an HMAC key) have their key alias. Against the embedded local-kms the
  * missing keys are created (first start); elsewhere keys are provisioned by the operator,
  * so a missing alias is an error that names it.
  *
@@ -35,20 +38,22 @@ export async function ensureMasterKeys(
   config: Pick<Config, 'kms' | 'regions'>,
 ): Promise<string[]> {
   const created: string[] = [];
+  const symmetric = { spec: 'SYMMETRIC_DEFAULT', usage: 'ENCRYPT_DECRYPT' } as const satisfies { spec: KeySpec; usage: KeyUsageType };
   const wanted = [
-    ...config.regions.map((region) => ({ alias: masterKeyAlias(config, region), purpose: `region ${region}` })),
-    { alias: codecKeyAlias(config), purpose: 'Temporal payloads' },
+    ...config.regions.map((region) => ({ alias: masterKeyAlias(config, region), purpose: `region ${region}`, ...symmetric })),
+    { alias: codecKeyAlias(config), purpose: 'Temporal payloads', ...symmetric },
+    { alias: auditActorKeyAlias(config), purpose: 'audit actor pseudonyms', spec: 'HMAC_256', usage: 'GENERATE_VERIFY_MAC' } as const,
   ];
-  for (const { alias, purpose } of wanted) {
+  for (const { alias, purpose, spec, usage } of wanted) {
     if (await aliasExists(kms, alias)) continue;
     if (!config.kms.local) {
       throw new Error(`KMS master key ${alias} (${purpose}) does not exist; create it before starting Ledgerlock`);
     }
     const key = await kms.send(
       new CreateKeyCommand({
-        Description: `Ledgerlock master key for ${purpose} (local development)`,
-        KeySpec: 'SYMMETRIC_DEFAULT',
-        KeyUsage: 'ENCRYPT_DECRYPT',
+        Description: `Ledgerlock key for ${purpose} (local development)`,
+        KeySpec: spec,
+        KeyUsage: usage,
       }),
     );
     await kms.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: key.KeyMetadata!.KeyId! }));

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,7 +12,8 @@ import path from 'node:path';
  *
  * It exists because the pinned local-kms cannot be installed on machines whose Go module
  * proxy does not serve it; with `LOCAL_KMS_PATH` set, local-kms is used instead. Key
- * material is real (AES-256-GCM, encryption context as AAD) but kept in a plain JSON file:
+ * material is real (AES-256-GCM, encryption context as AAD; HMAC keys for GenerateMac and
+ * VerifyMac) but kept in a plain JSON file:
  * never use this outside development and tests. Signatures are not checked.
  */
 
@@ -28,9 +29,21 @@ interface StoredKey {
   state: KeyState;
   created: number;
   deletionDate?: number;
-  /** Base64 AES-256 key material. */
+  /** Base64 key material: AES-256 for symmetric keys, HMAC key bytes for MAC keys. */
   material: string;
+  /** Absent in files written before MAC keys existed: SYMMETRIC_DEFAULT. */
+  spec?: KeySpec;
 }
+
+/** HMAC key specs and, as in AWS KMS, the one MAC algorithm and key length of each. */
+const HMAC_SPECS = {
+  HMAC_224: { algorithm: 'HMAC_SHA_224', hash: 'sha224', bytes: 28 },
+  HMAC_256: { algorithm: 'HMAC_SHA_256', hash: 'sha256', bytes: 32 },
+  HMAC_384: { algorithm: 'HMAC_SHA_384', hash: 'sha384', bytes: 48 },
+  HMAC_512: { algorithm: 'HMAC_SHA_512', hash: 'sha512', bytes: 64 },
+} as const;
+
+type KeySpec = 'SYMMETRIC_DEFAULT' | keyof typeof HMAC_SPECS;
 
 interface State {
   keys: Record<string, StoredKey>;
@@ -146,13 +159,17 @@ class DevKms {
       case 'GenerateDataKeyWithoutPlaintext':
         return this.generateDataKey(input, operation === 'GenerateDataKey');
       case 'Encrypt': {
-        const key = this.usable(str(input, 'KeyId'));
+        const key = this.encrypting(str(input, 'KeyId'));
         return this.encryptResult(key, blob(input, 'Plaintext'), context(input, 'EncryptionContext'));
       }
       case 'Decrypt':
         return this.decrypt(input);
       case 'ReEncrypt':
         return this.reEncrypt(input);
+      case 'GenerateMac':
+        return this.generateMac(input);
+      case 'VerifyMac':
+        return this.verifyMac(input);
       case 'GenerateRandom':
         return { Plaintext: randomBytes(num(input, 'NumberOfBytes') ?? 32).toString('base64') };
       default:
@@ -161,19 +178,49 @@ class DevKms {
   }
 
   private createKey(input: Record<string, unknown>) {
-    const spec = input.KeySpec ?? input.CustomerMasterKeySpec ?? 'SYMMETRIC_DEFAULT';
-    if (spec !== 'SYMMETRIC_DEFAULT') throw new KmsError('UnsupportedOperationException', `KeySpec ${String(spec)} is not supported`);
-    if ((input.KeyUsage ?? 'ENCRYPT_DECRYPT') !== 'ENCRYPT_DECRYPT') throw new KmsError('ValidationException', 'KeyUsage must be ENCRYPT_DECRYPT');
+    const spec = String(input.KeySpec ?? input.CustomerMasterKeySpec ?? 'SYMMETRIC_DEFAULT');
+    const hmac = HMAC_SPECS[spec as keyof typeof HMAC_SPECS];
+    if (spec !== 'SYMMETRIC_DEFAULT' && !hmac) throw new KmsError('UnsupportedOperationException', `KeySpec ${spec} is not supported`);
+    const usage = input.KeyUsage ?? (hmac ? undefined : 'ENCRYPT_DECRYPT');
+    if (hmac && usage !== 'GENERATE_VERIFY_MAC') throw new KmsError('ValidationException', `KeyUsage must be GENERATE_VERIFY_MAC for KeySpec ${spec}`);
+    if (!hmac && usage !== 'ENCRYPT_DECRYPT') throw new KmsError('ValidationException', 'KeyUsage must be ENCRYPT_DECRYPT for KeySpec SYMMETRIC_DEFAULT');
     const key: StoredKey = {
       keyId: randomUUID(),
       description: typeof input.Description === 'string' ? input.Description : '',
       state: 'Enabled',
       created: Date.now() / 1000,
-      material: randomBytes(32).toString('base64'),
+      material: randomBytes(hmac?.bytes ?? 32).toString('base64'),
+      ...(hmac ? { spec: spec as KeySpec } : {}),
     };
     this.state.keys[key.keyId] = key;
     this.persist();
     return { KeyMetadata: this.metadata(key) };
+  }
+
+  /** HMAC of `Message` (at most 4096 bytes) under a GENERATE_VERIFY_MAC key, with its one algorithm. */
+  private generateMac(input: Record<string, unknown>) {
+    const { key, hmac, message } = this.macInput(input);
+    const mac = createHmac(hmac.hash, Buffer.from(key.material, 'base64')).update(message).digest();
+    return { KeyId: this.keyArn(key.keyId), Mac: mac.toString('base64'), MacAlgorithm: hmac.algorithm };
+  }
+
+  private verifyMac(input: Record<string, unknown>) {
+    const { key, hmac, message } = this.macInput(input);
+    const expected = createHmac(hmac.hash, Buffer.from(key.material, 'base64')).update(message).digest();
+    const given = blob(input, 'Mac');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new KmsError('KMSInvalidMacException', 'The MAC is not valid for this message and key.');
+    return { KeyId: this.keyArn(key.keyId), MacValid: true, MacAlgorithm: hmac.algorithm };
+  }
+
+  private macInput(input: Record<string, unknown>) {
+    const key = this.usable(str(input, 'KeyId'));
+    const hmac = key.spec && key.spec !== 'SYMMETRIC_DEFAULT' ? HMAC_SPECS[key.spec] : undefined;
+    if (!hmac) throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} is not a GENERATE_VERIFY_MAC key.`);
+    const algorithm = str(input, 'MacAlgorithm');
+    if (algorithm !== hmac.algorithm) throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} does not support MacAlgorithm ${algorithm}.`);
+    const message = blob(input, 'Message');
+    if (message.length < 1 || message.length > 4096) throw new KmsError('ValidationException', 'Message must be 1 to 4096 bytes');
+    return { key, hmac, message };
   }
 
   private setEnabled(keyId: string, enabled: boolean) {
@@ -235,7 +282,7 @@ class DevKms {
   }
 
   private generateDataKey(input: Record<string, unknown>, withPlaintext: boolean) {
-    const key = this.usable(str(input, 'KeyId'));
+    const key = this.encrypting(str(input, 'KeyId'));
     const spec = input.KeySpec;
     const bytes = num(input, 'NumberOfBytes') ?? (spec === 'AES_128' ? 16 : spec === 'AES_256' ? 32 : undefined);
     if (bytes === undefined || bytes < 1 || bytes > 1024) throw new KmsError('ValidationException', 'specify KeySpec (AES_128 or AES_256) or NumberOfBytes (1-1024)');
@@ -257,7 +304,7 @@ class DevKms {
     if (typeof input.SourceKeyId === 'string' && this.resolve(input.SourceKeyId).keyId !== source.keyId) {
       throw new KmsError('IncorrectKeyException', 'The source key ID does not identify the key that encrypted the ciphertext.');
     }
-    const destination = this.usable(str(input, 'DestinationKeyId'));
+    const destination = this.encrypting(str(input, 'DestinationKeyId'));
     const result = this.encryptResult(destination, plaintext, context(input, 'DestinationEncryptionContext'));
     return {
       ...result,
@@ -302,6 +349,13 @@ class DevKms {
     return key;
   }
 
+  /** A key for Encrypt, GenerateDataKey and ReEncrypt: a MAC key encrypts nothing. */
+  private encrypting(keyRef: string): StoredKey {
+    const key = this.usable(keyRef);
+    if (key.spec && key.spec !== 'SYMMETRIC_DEFAULT') throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} is not an ENCRYPT_DECRYPT key.`);
+    return key;
+  }
+
   private assertUsable(key: StoredKey): void {
     if (key.state === 'Disabled') throw new KmsError('DisabledException', `${this.keyArn(key.keyId)} is disabled.`);
     if (key.state === 'PendingDeletion') throw new KmsError('KMSInvalidStateException', `${this.keyArn(key.keyId)} is pending deletion.`);
@@ -326,6 +380,7 @@ class DevKms {
   }
 
   private metadata(key: StoredKey) {
+    const hmac = key.spec && key.spec !== 'SYMMETRIC_DEFAULT' ? HMAC_SPECS[key.spec] : undefined;
     return {
       AWSAccountId: ACCOUNT_ID,
       KeyId: key.keyId,
@@ -333,14 +388,14 @@ class DevKms {
       CreationDate: key.created,
       Enabled: key.state === 'Enabled',
       Description: key.description,
-      KeyUsage: 'ENCRYPT_DECRYPT',
+      KeyUsage: hmac ? 'GENERATE_VERIFY_MAC' : 'ENCRYPT_DECRYPT',
       KeyState: key.state,
       ...(key.deletionDate ? { DeletionDate: key.deletionDate } : {}),
       Origin: 'AWS_KMS',
       KeyManager: 'CUSTOMER',
-      KeySpec: 'SYMMETRIC_DEFAULT',
-      CustomerMasterKeySpec: 'SYMMETRIC_DEFAULT',
-      EncryptionAlgorithms: ['SYMMETRIC_DEFAULT'],
+      KeySpec: key.spec ?? 'SYMMETRIC_DEFAULT',
+      CustomerMasterKeySpec: key.spec ?? 'SYMMETRIC_DEFAULT',
+      ...(hmac ? { MacAlgorithms: [hmac.algorithm] } : { EncryptionAlgorithms: ['SYMMETRIC_DEFAULT'] }),
       MultiRegion: false,
     };
   }

@@ -14,7 +14,7 @@ import { sealProfile } from '../customers/customer-crypto';
 import { customerProfileSchema } from '../customers/customer-types';
 import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
-import { claimIdempotencyKey, idempotencyKeyOf, idFor } from '../http/idempotency';
+import { claimIdempotencyKey, claimIdempotencyKeyOfIds, idempotencyKeyOf, idFor, recordIdempotentResponse } from '../http/idempotency';
 import { HttpProblem, sendProblem, validationProblem } from '../http/problem';
 import {
   cancelSubscriptionUpdate,
@@ -22,6 +22,7 @@ import {
   SUBSCRIPTION_ID_PATTERN,
   subscriptionStateQuery,
   subscriptionWorkflowId,
+  type RefundResult,
   type SubscriptionView,
 } from '../../workflows/subscription-contracts';
 import type { createSubscriptionWorkflow } from '../../workflows/subscriptions';
@@ -105,7 +106,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
     const customerId = idFor('cust_', principal.subject, `subscription:${idempotencyKey}`);
     const workflowId = subscriptionWorkflowId(subscriptionId);
     const customer = await sealProfile(deps.envelope, customerId, body.data.customer);
-    await claimIdempotencyKey(deps, { caller: principal.subject, idempotencyKey, dataKeyId: customer.dataKeyId, body: body.data, workflowId });
+    await claimIdempotencyKey(deps, { caller: res.locals.actor, idempotencyKey, dataKeyId: customer.dataKeyId, body: body.data, workflowId });
     try {
       await deps.temporal.workflow.start<typeof createSubscriptionWorkflow>('createSubscriptionWorkflow', {
         taskQueue: deps.taskQueue,
@@ -119,7 +120,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
             paymentMethodId: body.data.paymentMethodId,
             ...(body.data.trialDays ? { trialDays: body.data.trialDays } : {}),
             ...(body.data.metadata ? { metadata: body.data.metadata } : {}),
-            requestedBy: principal.subject,
+            requestedBy: res.locals.actor,
             paymentWindowSeconds: deps.paymentWindowSeconds,
           },
         ],
@@ -168,7 +169,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
     if (!body.success) throw validationProblem(body.error, 'body');
     const handle = deps.temporal.workflow.getHandle(subscriptionWorkflowId(subscriptionId));
     const view = await update(
-      () => handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: body.data.atPeriodEnd, requestedBy: principal.subject }] }),
+      () => handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: body.data.atPeriodEnd, requestedBy: res.locals.actor }] }),
       subscriptionId,
     );
     res.json(view);
@@ -181,16 +182,24 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
     const body = refundBody.safeParse(req.body);
     if (!body.success) throw validationProblem(body.error, 'body');
     const requestId = idFor('refund_', principal.subject, idempotencyKey);
-    const handle = deps.temporal.workflow.getHandle(subscriptionWorkflowId(subscriptionId));
-    const refund = await update(
+    const workflowId = subscriptionWorkflowId(subscriptionId);
+    // The key is bound to this subscription and body for good, as on every route: another body
+    // is 409. The answer is kept with it, since the workflow remembers only its latest refunds
+    // and Stripe forgets its idempotency key after a day: a retry, however late, refunds nothing.
+    const claim = { caller: res.locals.actor, idempotencyKey };
+    const claimed = await claimIdempotencyKeyOfIds(deps.db, { ...claim, body: { subscriptionId, ...body.data }, workflowId });
+    if (claimed.response !== null) return void res.status(201).json(claimed.response);
+    const handle = deps.temporal.workflow.getHandle(workflowId);
+    const refund: RefundResult = await update(
       () =>
         handle.executeUpdate(refundInvoiceUpdate, {
           // The update id dedupes a retried request at Temporal; the request id at Stripe.
           updateId: requestId,
-          args: [{ invoiceId: body.data.invoiceId, ...(body.data.amount ? { amount: body.data.amount } : {}), requestId, requestedBy: principal.subject }],
+          args: [{ invoiceId: body.data.invoiceId, ...(body.data.amount ? { amount: body.data.amount } : {}), requestId, requestedBy: res.locals.actor }],
         }),
       subscriptionId,
     );
+    await recordIdempotentResponse(deps.db, claim, refund);
     res.status(201).json(refund);
   });
 

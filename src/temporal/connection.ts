@@ -6,22 +6,32 @@ import type { Config } from '../config/config';
 
 type TemporalConfig = Pick<Config, 'temporal'>;
 
-function tlsOptions(config: TemporalConfig): ConnectionOptions['tls'] {
-  const tls = config.temporal.tls;
-  if (!tls) return undefined;
+/**
+ * What client and worker connections share: the address, TLS (mutual when a client pair
+ * is configured) and Temporal Cloud's API key, which is only ever sent over TLS.
+ */
+export function connectionOptions(config: TemporalConfig): Pick<ConnectionOptions, 'address' | 'tls' | 'apiKey'> {
+  const { address, tls, apiKey } = config.temporal;
   return {
-    clientCertPair: { crt: readFileSync(tls.certPath), key: readFileSync(tls.keyPath) },
-    ...(tls.caPath ? { serverRootCACertificate: readFileSync(tls.caPath) } : {}),
+    address,
+    ...(tls
+      ? {
+          tls: {
+            ...(tls.clientCert ? { clientCertPair: { crt: readFileSync(tls.clientCert.certPath), key: readFileSync(tls.clientCert.keyPath) } } : {}),
+            ...(tls.caPath ? { serverRootCACertificate: readFileSync(tls.caPath) } : {}),
+          },
+        }
+      : {}),
+    ...(apiKey ? { apiKey } : {}),
   };
 }
 
 /**
- * A client; mTLS when TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY are set. The data converter
- * is required so that nothing this client sends reaches Temporal unencrypted.
+ * A client; TLS and an API key as configured. The data converter is required so that
+ * nothing this client sends reaches Temporal unencrypted.
  */
 export async function connectClient(config: TemporalConfig, dataConverter: DataConverter): Promise<Client> {
-  const tls = tlsOptions(config);
-  const connection = await Connection.connect({ address: config.temporal.address, ...(tls ? { tls } : {}) });
+  const connection = await Connection.connect(connectionOptions(config));
   return new Client({ connection, namespace: config.temporal.namespace, dataConverter });
 }
 
@@ -35,17 +45,16 @@ const SERVING_CALL_ATTEMPTS = 3;
  * waiting out the SDK's long default retries.
  */
 export function lazyServingClient(config: TemporalConfig, dataConverter: DataConverter): Client {
-  const tls = tlsOptions(config);
   const connection = Connection.lazy({
-    address: config.temporal.address,
-    ...(tls ? { tls } : {}),
+    ...connectionOptions(config),
     interceptors: [makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: SERVING_CALL_ATTEMPTS }))],
   });
   return new Client({ connection, namespace: config.temporal.namespace, dataConverter });
 }
 
-/** The worker's connection, with the same TLS settings as the client's. */
+/** The worker's connection, with the same TLS and API key as the client's. */
 export async function connectWorker(config: TemporalConfig): Promise<NativeConnection> {
-  const tls = tlsOptions(config) as NativeConnectionOptions['tls'];
-  return NativeConnection.connect({ address: config.temporal.address, ...(tls ? { tls } : {}) });
+  const { apiKey, ...rest } = connectionOptions(config);
+  const options: NativeConnectionOptions = { ...rest, ...(typeof apiKey === 'string' ? { apiKey } : {}) };
+  return NativeConnection.connect(options);
 }

@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditActivities } from '../../activities/audit';
 import { appendAuditEntry, listAuditEntries, verifyAuditChain } from '../../src/audit/audit-dal';
-import { AuditInputError, type AuditEntryInput } from '../../src/audit/audit-types';
+import { AuditInputError, AuditKeyConflictError, type AuditEntryInput } from '../../src/audit/audit-types';
 import { createDb, type Db } from '../../src/db/database';
 import { testStack } from '../support/stack';
 
@@ -51,8 +51,8 @@ describe('audit trail', () => {
 
   it('writes one row per idempotency key and answers a retry with the first entry', async () => {
     const first = await appendAuditEntry(app, entry({ idempotencyKey: 'wf-retry:charge' }));
-    // A retried attempt: another time, even other details; nothing is written.
-    const retry = await appendAuditEntry(app, entry({ idempotencyKey: 'wf-retry:charge', occurredAt: '2030-01-01T00:00:00.000Z', details: { attempt: 2 } }));
+    // A retried attempt: the same event at another time; nothing is written.
+    const retry = await appendAuditEntry(app, entry({ idempotencyKey: 'wf-retry:charge', occurredAt: '2030-01-01T00:00:00.000Z' }));
     expect(retry).toEqual(first);
     const racing = await Promise.all(Array.from({ length: 5 }, () => appendAuditEntry(app, entry({ idempotencyKey: 'wf-race:charge' }))));
     expect(new Set(racing.map((e) => e.seq)).size).toBe(1);
@@ -107,6 +107,30 @@ describe('audit trail', () => {
     } finally {
       await broken.destroy();
     }
+  });
+
+  it('refuses a key that already records other content, naming no content, and writes nothing', async () => {
+    const key = `wf-${randomUUID()}:refund`;
+    const first = await appendAuditEntry(app, entry({ idempotencyKey: key, details: { invoiceId: 'in_first', amount: 500 } }));
+    for (const other of [
+      { details: { invoiceId: 'in_other', amount: 500 } },
+      { actor: 'svc-someone-else' },
+      { subjectId: 'sub_other' },
+      { purpose: 'another reason' },
+    ]) {
+      const refused = appendAuditEntry(app, entry({ idempotencyKey: key, details: first.details, ...other }));
+      await expect(refused).rejects.toBeInstanceOf(AuditKeyConflictError);
+      await expect(refused).rejects.toThrow(`entry #${first.seq}`);
+      await expect(refused).rejects.not.toThrow(/in_other|someone|sub_other|another/);
+    }
+    expect(await rowsWithKey(owner, key)).toBe(1);
+    expect(await appendAuditEntry(app, entry({ idempotencyKey: key, details: { amount: 500, invoiceId: 'in_first' } }))).toEqual(first);
+
+    const failure = await createAuditActivities({ db: app })
+      .recordAudit(entry({ idempotencyKey: key, details: { invoiceId: 'in_other' } }))
+      .catch((err: unknown) => err);
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({ type: 'AuditKeyConflict', nonRetryable: true });
   });
 
   it('refuses personal data before writing anything', async () => {

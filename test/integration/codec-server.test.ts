@@ -3,6 +3,8 @@ import type { AddressInfo } from 'node:net';
 import type { KMSClient } from '@aws-sdk/client-kms';
 import { defaultPayloadConverter, type Payload } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import { createActorOf } from '../../src/audit/audit-actor';
 import { appendAuditEntry, listAuditEntries } from '../../src/audit/audit-dal';
 import { createTokenVerifier } from '../../src/auth/tokens';
 import { createCodecApp, SESSION_COOKIE } from '../../src/codec/codec-server';
@@ -28,22 +30,27 @@ describe('codec server for the Temporal Web UI', () => {
   let server: http.Server;
   let url: string;
   let encodedJson: ReturnType<typeof toJson>[];
-
-  beforeAll(async () => {
-    db = createDb(config.databaseUrl, { max: 2 });
-    kms = createKmsClient(config);
-    codec = new KmsPayloadCodec({ kms, masterKeyId: codecKeyAlias(config), limits: config.dataKeyCache });
-    const app = createCodecApp({
+  const codecApp = (actorKms: KMSClient) =>
+    createCodecApp({
       codec,
       verify: createTokenVerifier(config),
+      actorOf: createActorOf({ kms: actorKms, config }),
       recordAudit: (entry) => appendAuditEntry(db, entry),
       corsOrigins: [UI],
       secureCookies: false,
       log: createLogger('error'),
     });
-    server = http.createServer(app);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const listen = async (app: ReturnType<typeof createCodecApp>) => {
+    const started = http.createServer(app);
+    await new Promise<void>((resolve) => started.listen(0, '127.0.0.1', resolve));
+    return { server: started, url: `http://127.0.0.1:${(started.address() as AddressInfo).port}` };
+  };
+
+  beforeAll(async () => {
+    db = createDb(config.databaseUrl, { max: 2 });
+    kms = createKmsClient(config);
+    codec = new KmsPayloadCodec({ kms, masterKeyId: codecKeyAlias(config), limits: config.dataKeyCache });
+    ({ server, url } = await listen(codecApp(kms)));
     const encoded = await codec.encode([defaultPayloadConverter.toPayload({ email: 'ui-probe@example.com' })]);
     encodedJson = encoded.map(toJson);
   });
@@ -73,6 +80,70 @@ describe('codec server for the Temporal Web UI', () => {
     expect(entry).toMatchObject({ actor: 'ops-alice', subjectType: 'temporal-namespace', subjectId: 'default' });
     expect(entry.details).toMatchObject({ payloads: 1 });
     expect(JSON.stringify(entry)).not.toContain('ui-probe');
+  });
+
+  it('decodes for an operator whose sub is an email, auditing a stable pseudonym and never the email', async () => {
+    const email = 'ops@example.com';
+    const decodeAs = async (subject: string) => {
+      const res = await decode({ authorization: `Bearer ${await tokenFor(config, subject, ['payload:decrypt'])}`, origin: UI });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { payloads: { data: string }[] };
+      expect(Buffer.from(body.payloads[0]!.data, 'base64').toString()).toContain('ui-probe@example.com');
+      return (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'payload.decode').at(-1)!;
+    };
+    const first = await decodeAs(email);
+    const second = await decodeAs(email);
+    expect(first.seq).not.toBe(second.seq);
+    expect(first.actor).toMatch(/^pseudonym:[0-9a-f]{32}$/);
+    expect(second.actor).toBe(first.actor);
+    // Another person, another pseudonym; a name with a space is personal too.
+    expect((await decodeAs('other.ops@example.com')).actor).not.toBe(first.actor);
+    expect((await decodeAs('Ada Lovelace')).actor).toMatch(/^pseudonym:/);
+    // A subject dressed up as a pseudonym is pseudonymised in turn, so nobody can pose as one.
+    expect((await decodeAs(first.actor)).actor).not.toBe(first.actor);
+
+    // The session-cookie path names the same pseudonym.
+    const login = await fetch(`${url}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: await tokenFor(config, email, ['payload:decrypt']) }),
+    });
+    expect(login.status).toBe(200);
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    expect((await decode({ cookie, origin: UI })).status).toBe(200);
+    expect((await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'payload.decode').at(-1)!.actor).toBe(first.actor);
+
+    const { rows } = await sql<{ seq: string }>`select seq from audit_log where lower(audit_log::text) like ${'%ops@example.com%'} or lower(audit_log::text) like ${'%lovelace%'}`.execute(db);
+    expect(rows).toEqual([]);
+  });
+
+  it('answers 503 with a problem, never a 500, while the audit key cannot pseudonymise an operator, and decodes nothing', async () => {
+    const deadKms = createKmsClient({ kms: { ...config.kms, endpoint: 'http://127.0.0.1:9' } });
+    const broken = await listen(codecApp(deadKms));
+    try {
+      const res = await fetch(`${broken.url}/decode`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${await tokenFor(config, 'ops@example.com', ['payload:decrypt'])}` },
+        body: JSON.stringify({ payloads: encodedJson }),
+      });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('content-type')).toContain('application/problem+json');
+      expect(res.headers.get('retry-after')).toBe('5');
+      const text = await res.text();
+      expect(text).toMatch(/audit trail cannot record who you are/);
+      expect(text).not.toContain('ops@example.com');
+      expect(text).not.toContain('ui-probe');
+      // A service identity needs no KMS call, so it still decodes.
+      const service = await fetch(`${broken.url}/decode`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${await tokenFor(config, 'ops-alice', ['payload:decrypt'])}` },
+        body: JSON.stringify({ payloads: encodedJson }),
+      });
+      expect(service.status).toBe(200);
+    } finally {
+      await new Promise((resolve) => broken.server.close(resolve));
+      deadKms.destroy();
+    }
   });
 
   it('decodes nothing without a token (401), or with a token lacking the scope (403)', async () => {

@@ -125,6 +125,44 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
     expect(await verifyAuditChain(db)).toMatchObject({ ok: true });
   });
 
+  it('audits every read on its own, whatever X-Request-Id the caller sends, keeping it as a detail', async () => {
+    const readsOf = async () => (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'customer.read' && e.subjectId === customerId);
+    const before = (await readsOf()).length;
+    const requestId = `req-${randomUUID()}`;
+    const read = (purpose: string) =>
+      fetch(`${api.url}/v1/customers/${customerId}`, { headers: { authorization: `Bearer ${reader}`, 'ledgerlock-purpose': purpose, 'x-request-id': requestId } });
+    for (const purpose of ['support ticket 1', 'support ticket 2', 'support ticket 2']) {
+      const res = await read(purpose);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ email: probe });
+    }
+    const reads = (await readsOf()).slice(before);
+    expect(reads.map((r) => [r.purpose, r.details.requestId])).toEqual([
+      ['support ticket 1', requestId],
+      ['support ticket 2', requestId],
+      ['support ticket 2', requestId],
+    ]);
+    expect(new Set(reads.map((r) => r.idempotencyKey)).size).toBe(3);
+    for (const r of reads) expect(r.idempotencyKey).not.toContain(requestId);
+
+    const refused = await fetch(`${api.url}/v1/customers/${customerId}`, {
+      headers: { authorization: `Bearer ${reader}`, 'ledgerlock-purpose': 'support ticket 3', 'x-request-id': 'ada@example.com' },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.headers.get('content-type')).toContain('application/problem+json');
+    expect(await refused.json()).toMatchObject({ errors: [{ field: 'header.X-Request-Id' }] });
+    expect((await readsOf()).length).toBe(before + 3);
+  });
+
+  it('serves a reader whose token sub is an email, auditing a pseudonym instead of the email', async () => {
+    const personal = `reader-${randomUUID().slice(0, 8)}@example.com`;
+    const res = await get(customerId, await tokenFor(config(), personal, ['customers:read']), 'support ticket 5');
+    expect(res.status).toBe(200);
+    const read = (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'customer.read' && e.subjectId === customerId).at(-1)!;
+    expect(read).toMatchObject({ purpose: 'support ticket 5', actor: expect.stringMatching(/^pseudonym:[0-9a-f]{32}$/) });
+    expect(JSON.stringify(await listAuditEntries(db, { limit: 1000 }))).not.toContain(personal);
+  });
+
   it('keeps the probe out of the Temporal server database and out of the logs', async () => {
     const files = [testStack().temporalDbFile, `${testStack().temporalDbFile}-wal`].filter(existsSync);
     expect(files.length).toBeGreaterThan(0);

@@ -9,10 +9,14 @@ import {
   NotFoundException,
   ReEncryptCommand,
   CreateKeyCommand,
+  GenerateMacCommand,
+  VerifyMacCommand,
+  KMSInvalidMacException,
+  InvalidKeyUsageException,
   type KMSClient,
 } from '@aws-sdk/client-kms';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { masterKeyAlias } from '../../src/config/config';
+import { auditActorKeyAlias, masterKeyAlias } from '../../src/config/config';
 import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
 import { testConfig } from '../support/stack';
 
@@ -30,6 +34,26 @@ describe('KMS through @aws-sdk/client-kms', () => {
       expect(key.KeyMetadata?.KeyState).toBe('Enabled');
     }
     expect(await ensureMasterKeys(kms, config)).toEqual([]);
+  });
+
+  it('has an HMAC key for audit actor pseudonyms: GenerateMac is stable per message, VerifyMac checks it, and it encrypts nothing', async () => {
+    const KeyId = auditActorKeyAlias(config);
+    const key = await kms.send(new DescribeKeyCommand({ KeyId }));
+    expect(key.KeyMetadata).toMatchObject({ KeyState: 'Enabled', KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC', MacAlgorithms: ['HMAC_SHA_256'] });
+    const Message = Buffer.from('ops@example.com');
+    const mac = await kms.send(new GenerateMacCommand({ KeyId, MacAlgorithm: 'HMAC_SHA_256', Message }));
+    expect(mac.Mac).toHaveLength(32);
+    expect(mac.KeyId).toBe(key.KeyMetadata!.Arn);
+    const again = await kms.send(new GenerateMacCommand({ KeyId, MacAlgorithm: 'HMAC_SHA_256', Message }));
+    expect(Buffer.from(again.Mac!)).toEqual(Buffer.from(mac.Mac!));
+    const other = await kms.send(new GenerateMacCommand({ KeyId, MacAlgorithm: 'HMAC_SHA_256', Message: Buffer.from('ops@example.org') }));
+    expect(Buffer.from(other.Mac!)).not.toEqual(Buffer.from(mac.Mac!));
+
+    expect((await kms.send(new VerifyMacCommand({ KeyId, MacAlgorithm: 'HMAC_SHA_256', Message, Mac: mac.Mac }))).MacValid).toBe(true);
+    await expect(kms.send(new VerifyMacCommand({ KeyId, MacAlgorithm: 'HMAC_SHA_256', Message, Mac: other.Mac }))).rejects.toBeInstanceOf(KMSInvalidMacException);
+    await expect(kms.send(new GenerateMacCommand({ KeyId, MacAlgorithm: 'HMAC_SHA_512', Message }))).rejects.toBeInstanceOf(InvalidKeyUsageException);
+    await expect(kms.send(new GenerateDataKeyCommand({ KeyId, KeySpec: 'AES_256' }))).rejects.toBeInstanceOf(InvalidKeyUsageException);
+    await expect(kms.send(new GenerateMacCommand({ KeyId: masterKeyAlias(config, 'eu'), MacAlgorithm: 'HMAC_SHA_256', Message }))).rejects.toBeInstanceOf(InvalidKeyUsageException);
   });
 
   it('GenerateDataKey then Decrypt returns the same data key, bound to its encryption context', async () => {

@@ -6,6 +6,7 @@ import type { Services } from '../../src/services';
 import { startRecordingProxy, type RecordedRequest } from '../support/recording-proxy';
 import { startTestApi } from '../support/runtime';
 import { spawnCli, type SpawnedCli } from '../support/spawn';
+import { invoiceEvent, signedHeaders, TEST_WEBHOOK_SECRET } from '../support/stripe-events';
 import { testConfig, testEnv, testStack } from '../support/stack';
 import { tokenFor } from '../support/tokens';
 
@@ -31,7 +32,7 @@ describe('subscriptions through the API', () => {
 
   beforeAll(async () => {
     proxy = await startRecordingProxy(testStack().stripeApiUrl);
-    const overrides = { STRIPE_API_URL: proxy.url, TEMPORAL_TASK_QUEUE: taskQueue };
+    const overrides = { STRIPE_API_URL: proxy.url, TEMPORAL_TASK_QUEUE: taskQueue, STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET };
     workerEnv = testEnv({ ...overrides, LOG_LEVEL: 'info' });
     const config = testConfig(overrides);
     [api, worker] = await Promise.all([startTestApi(config), startWorker()]);
@@ -185,6 +186,67 @@ describe('subscriptions through the API', () => {
     expect(noScope.status).toBe(403);
     expect(proxy.requests.length).toBe(before);
   });
+
+  it('binds a refund Idempotency-Key to its body for good: the same body gets the same refund however many follow, another body 409', async () => {
+    // A renewal paid through the webhook gives the subscription an invoice to refund from.
+    const invoiceId = `in_refund${randomUUID().replace(/-/g, '')}`;
+    const event = JSON.stringify(invoiceEvent({ type: 'invoice.paid', subscriptionId: activeId, invoiceId, amount: 10_000 }));
+    expect((await fetch(`${api.url}/v1/webhooks/stripe`, { method: 'POST', headers: signedHeaders(event), body: event })).status).toBe(200);
+    const { stripeSubscriptionId } = (await state(activeId)).body as { stripeSubscriptionId: string };
+    const paid = {
+      id: invoiceId,
+      object: 'invoice',
+      status: 'paid',
+      amount_paid: 10_000,
+      currency: 'eur',
+      parent: { type: 'subscription_details', subscription_details: { subscription: stripeSubscriptionId, metadata: {} } },
+      payments: { object: 'list', data: [{ id: 'inpay_1', object: 'invoice_payment', is_default: true, status: 'paid', payment: { type: 'payment_intent', payment_intent: 'pi_refund' } }], has_more: false },
+    };
+    proxy.failNext((method, path) => method === 'GET' && path.startsWith(`/v1/invoices/${invoiceId}`), 200, paid, 1000);
+    const refund = (key: string, body: Record<string, unknown>) =>
+      fetch(`${api.url}/v1/subscriptions/${activeId}/refunds`, { method: 'POST', headers: headers({ 'idempotency-key': key }), body: JSON.stringify(body) });
+    const refundsAtStripe = () => proxy.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds').length;
+
+    const key = `refund-${randomUUID()}`;
+    // Until the relay has delivered the renewal, the invoice is not refundable yet (422); retrying the same request is fine.
+    const first = await vi.waitFor(
+      async () => {
+        const res = await refund(key, { invoiceId, amount: 100 });
+        expect(res.status).toBe(201);
+        return (await res.json()) as { refundId: string; invoiceId: string; amount: number };
+      },
+      { timeout: 30_000, interval: 300 },
+    );
+    expect(first).toMatchObject({ invoiceId, refundId: expect.stringMatching(/^re_/) });
+    const atStripe = refundsAtStripe();
+
+    const again = await refund(key, { invoiceId, amount: 100 });
+    expect(again.status).toBe(201);
+    expect(await again.json()).toEqual(first);
+    for (const other of [{ invoiceId, amount: 200 }, { invoiceId }, { invoiceId: 'in_another', amount: 100 }]) {
+      const conflict = await refund(key, other);
+      expect(conflict.status).toBe(409);
+      expect(conflict.headers.get('content-type')).toContain('application/problem+json');
+    }
+    // The same key on another subscription is another request too.
+    const elsewhere = await fetch(`${api.url}/v1/subscriptions/sub_ll_${'0'.repeat(32)}/refunds`, {
+      method: 'POST',
+      headers: headers({ 'idempotency-key': key }),
+      body: JSON.stringify({ invoiceId, amount: 100 }),
+    });
+    expect(elsewhere.status).toBe(409);
+    expect(refundsAtStripe()).toBe(atStripe);
+
+    // More refunds than the workflow keeps records of (50), each under its own key.
+    for (let i = 0; i < 55; i += 1) expect((await refund(`refund-${randomUUID()}`, { invoiceId, amount: 1 })).status).toBe(201);
+    const later = refundsAtStripe();
+    expect(later).toBe(atStripe + 55);
+    const late = await refund(key, { invoiceId, amount: 100 });
+    expect(late.status).toBe(201);
+    expect(await late.json()).toEqual(first);
+    expect((await refund(key, { invoiceId, amount: 1 })).status).toBe(409);
+    expect(refundsAtStripe()).toBe(later);
+  }, 120_000);
 
   it('cancels immediately through the update, then answers from PostgreSQL once the workflow ended', async () => {
     const res = await fetch(`${api.url}/v1/subscriptions/${activeId}/cancel`, { method: 'POST', headers: headers(), body: JSON.stringify({ atPeriodEnd: false }) });

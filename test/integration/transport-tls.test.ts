@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
+import http2 from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -83,6 +85,61 @@ describe('transport security', () => {
       await expect(anonymous).rejects.toThrow();
     } finally {
       await services.close();
+      await new Promise((resolve) => front.close(resolve));
+    }
+  });
+
+  it('sends TEMPORAL_API_KEY as a bearer token from client and worker, over TLS and without a client certificate', async () => {
+    // A TLS-terminating gRPC front for the dev server that records each call's authorization.
+    const [host, port] = testStack().temporalAddress.split(':') as [string, string];
+    const upstream = http2.connect(`http://${host}:${port}`);
+    const seen: string[] = [];
+    const front = http2.createSecureServer({ cert: readFileSync(pki.serverCert), key: readFileSync(pki.serverKey) });
+    front.on('stream', (stream, headers) => {
+      seen.push(String(headers.authorization ?? '(none)'));
+      const forwarded: http2.OutgoingHttpHeaders = {};
+      for (const [name, value] of Object.entries(headers)) if (!name.startsWith(':') || name === ':method' || name === ':path') forwarded[name] = value;
+      const call = upstream.request(forwarded);
+      let trailers: http2.OutgoingHttpHeaders = {};
+      call.on('response', (response) => {
+        const { ':status': status, ...rest } = response;
+        // A trailers-only answer (an error) carries grpc-status in its headers: send it as trailers.
+        if (rest['grpc-status'] !== undefined) trailers = { 'grpc-status': rest['grpc-status'], ...(rest['grpc-message'] ? { 'grpc-message': rest['grpc-message'] } : {}) };
+        delete rest['grpc-status'];
+        delete rest['grpc-message'];
+        stream.respond({ ':status': status, ...rest }, { waitForTrailers: true });
+      });
+      call.on('trailers', (t) => (trailers = { ...t }));
+      stream.on('wantTrailers', () => stream.sendTrailers(trailers));
+      stream.pipe(call);
+      call.pipe(stream);
+      call.on('error', () => stream.destroy());
+      stream.on('error', () => call.destroy());
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    const apiKey = `tcld-test-${randomUUID()}`;
+    const config = testConfig({
+      TEMPORAL_ADDRESS: `127.0.0.1:${(front.address() as net.AddressInfo).port}`,
+      TEMPORAL_API_KEY: apiKey,
+      TEMPORAL_TLS_CA: pki.ca,
+    });
+    expect(config.temporal.tls?.clientCert).toBeUndefined();
+    const services = createServices(config, createLogger('error'));
+    try {
+      const client = await connectClient(config, services.dataConverter);
+      const { namespaceInfo } = await client.workflowService.describeNamespace({ namespace: config.temporal.namespace });
+      expect(namespaceInfo?.name).toBe(config.temporal.namespace);
+      await client.connection.close();
+      const byClient = seen.length;
+      expect(byClient).toBeGreaterThan(0);
+
+      const worker = await connectWorker(config);
+      await worker.close();
+      expect(seen.length).toBeGreaterThan(byClient);
+      expect(new Set(seen)).toEqual(new Set([`Bearer ${apiKey}`]));
+    } finally {
+      await services.close();
+      upstream.close();
       await new Promise((resolve) => front.close(resolve));
     }
   });

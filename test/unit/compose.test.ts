@@ -16,6 +16,7 @@ interface Service {
   depends_on?: Record<string, unknown>;
   entrypoint?: string[];
   volumes?: string[];
+  healthcheck?: { test: string[] };
 }
 
 const compose = parse(readFileSync(path.join(REPO_ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as {
@@ -58,7 +59,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('points the Web UI at the codec server', () => {
-    expect(services['temporal-ui']!.environment!.TEMPORAL_CODEC_ENDPOINT).toMatch(/^\$\{CODEC_PUBLIC_URL:-http:\/\/localhost:8888\}$/);
+    expect(services['temporal-ui']!.environment!.TEMPORAL_CODEC_ENDPOINT).toMatch(/^\$\{CODEC_PUBLIC_URL:-https:\/\/localhost:8888\}$/);
   });
 
   it('registers every search attribute the code defines', () => {
@@ -91,6 +92,26 @@ describe('docker-compose.yml', () => {
       expect(new URL(config.databaseUrl).host).toBe('postgresql:5432');
     });
   }
+
+  it('uses TLS on every hop: mTLS to Temporal for Ledgerlock, the UI and the tools, HTTPS for the API and codec server', () => {
+    const temporal = services.temporal!.environment!;
+    expect(temporal.TEMPORAL_TLS_REQUIRE_CLIENT_AUTH).toBe('true');
+    expect(temporal.TEMPORAL_TLS_FRONTEND_CERT).toMatch(/^\/tls\//);
+    expect(temporal.TEMPORAL_TLS_CLIENT1_CA_CERT).toBe('/tls/ca.pem');
+    for (const name of ['temporal', 'temporal-search-attributes', 'temporal-ui', 'api', 'worker', 'codec']) {
+      expect(services[name]!.volumes, name).toContain('${LEDGERLOCK_TLS_DIR:?set LEDGERLOCK_TLS_DIR}:/tls:ro');
+    }
+    expect(services['temporal-ui']!.environment).toMatchObject({ TEMPORAL_TLS_CERT: '/tls/client.pem', TEMPORAL_TLS_ENABLE_HOST_VERIFICATION: 'true' });
+    expect(services['temporal-search-attributes']!.entrypoint!.join(' ')).toContain('$$TLS_FLAGS');
+    expect(services['temporal-search-attributes']!.environment!.TLS_FLAGS).toContain('--tls-cert-path /tls/client.pem');
+    expect(services.temporal!.healthcheck?.test.join(' ')).toContain('--tls-cert-path');
+    expect(services.api!.healthcheck?.test.join(' ')).toContain('https://localhost:3000/healthz');
+    for (const name of ['api', 'worker', 'codec']) {
+      const env = services[name]!.environment!;
+      expect(env).toMatchObject({ TEMPORAL_TLS_CERT: '/tls/client.pem', TEMPORAL_TLS_KEY: '/tls/client-key.pem', API_TLS_CERT: '/tls/api.pem' });
+      expect(env.API_TLS_TERMINATED_BY).toBeUndefined();
+    }
+  });
 
   it('runs migrations before anything that uses the database, and serves the codec where the UI looks for it', () => {
     for (const name of ['api', 'worker', 'codec']) expect(services[name]!.depends_on).toHaveProperty('migrate');

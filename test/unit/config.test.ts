@@ -59,6 +59,8 @@ describe('loadConfig', () => {
   it('gives production no defaults for endpoints and secrets', () => {
     const problems = problemsOf({ LEDGERLOCK_MODE: 'production' });
     expect(problems.map((p) => p.variable).sort()).toEqual([
+      'API_TLS_CERT',
+      'API_TLS_KEY',
       'AUTH_ISSUER',
       'AUTH_JWKS_URL',
       'AWS_REGION',
@@ -67,7 +69,81 @@ describe('loadConfig', () => {
       'STRIPE_SECRET_KEY',
       'STRIPE_WEBHOOK_SECRET',
       'TEMPORAL_ADDRESS',
+      'TEMPORAL_API_KEY',
+      'TEMPORAL_TLS_CERT',
     ]);
+  });
+
+  describe('production transport', () => {
+    const secretApiKey = 'tcld-api-key-do-not-echo-0123456789';
+    const production: Record<string, string> = {
+      LEDGERLOCK_MODE: 'production',
+      DATABASE_URL: 'postgres://ledgerlock@db.internal:5432/ledgerlock',
+      TEMPORAL_ADDRESS: 'ledgerlock.a1b2c.tmprl.cloud:7233',
+      TEMPORAL_API_KEY: secretApiKey,
+      STRIPE_SECRET_KEY: 'sk_live_example',
+      STRIPE_WEBHOOK_SECRET: 'whsec_exampleexampleexample',
+      AWS_REGION: 'eu-central-1',
+      AUTH_ISSUER: 'https://idp.example.com/',
+      AUTH_JWKS_URL: 'https://idp.example.com/.well-known/jwks.json',
+      CODEC_CORS_ORIGINS: 'https://temporal-ui.example.com',
+      API_TLS_CERT: '/certs/api.pem',
+      API_TLS_KEY: '/certs/api-key.pem',
+    };
+    const without = (...names: string[]) => Object.fromEntries(Object.entries(production).filter(([k]) => !names.includes(k)));
+
+    it('accepts TLS everywhere: HTTPS API, an https JWKS and Temporal Cloud with an API key over TLS', () => {
+      const config = loadConfig(production, '/app');
+      expect(config.temporal.apiKey).toBe(secretApiKey);
+      expect(config.temporal.tls).toEqual({});
+      expect(config.apiTls).toEqual({ certPath: '/certs/api.pem', keyPath: '/certs/api-key.pem' });
+      expect(config.codec.secureCookies).toBe(true);
+    });
+
+    it('refuses an http: JWKS URL, naming AUTH_JWKS_URL', () => {
+      expect(problemsOf({ ...production, AUTH_JWKS_URL: 'http://idp.example.com/jwks.json' })).toEqual([
+        { variable: 'AUTH_JWKS_URL', message: 'must be an https:// URL when LEDGERLOCK_MODE=production' },
+      ]);
+      // Locally, an http issuer on the developer's machine stays possible.
+      expect(loadConfig({ AUTH_JWKS_URL: 'http://127.0.0.1:9000/jwks.json' }, '/srv').auth.jwksUrl).toBe('http://127.0.0.1:9000/jwks.json');
+    });
+
+    it('requires API TLS unless API_TLS_TERMINATED_BY=proxy says a proxy terminates it', () => {
+      const problems = problemsOf(without('API_TLS_CERT', 'API_TLS_KEY'));
+      expect(problems.map((p) => p.variable)).toEqual(['API_TLS_CERT', 'API_TLS_KEY']);
+      expect(problems[0]!.message).toContain('API_TLS_TERMINATED_BY=proxy');
+      expect(problemsOf(without('API_TLS_KEY')).map((p) => p.variable)).toEqual(['API_TLS_KEY']);
+      const proxied = loadConfig({ ...without('API_TLS_CERT', 'API_TLS_KEY'), API_TLS_TERMINATED_BY: 'proxy' }, '/app');
+      expect(proxied.apiTls).toBeUndefined();
+      // The browser reaches the codec server over the proxy's HTTPS: the cookie stays Secure.
+      expect(proxied.codec.secureCookies).toBe(true);
+      expect(problemsOf({ ...production, API_TLS_TERMINATED_BY: 'nginx' }).map((p) => p.variable)).toEqual(['API_TLS_TERMINATED_BY']);
+    });
+
+    it('requires TLS to Temporal: mutual TLS or an API key', () => {
+      const problems = problemsOf(without('TEMPORAL_API_KEY'));
+      expect(problems.map((p) => p.variable)).toEqual(['TEMPORAL_TLS_CERT', 'TEMPORAL_API_KEY']);
+      expect(problems[0]!.message).toMatch(/TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY .*or TEMPORAL_API_KEY/);
+      // A CA alone is TLS without any client credential: not enough.
+      expect(problemsOf({ ...without('TEMPORAL_API_KEY'), TEMPORAL_TLS_CA: '/certs/ca.pem' }).map((p) => p.variable)).toEqual(['TEMPORAL_TLS_CERT', 'TEMPORAL_API_KEY']);
+      expect(problemsOf({ ...without('TEMPORAL_API_KEY'), TEMPORAL_TLS_CERT: '/certs/client.pem' }).map((p) => p.variable)).toEqual(['TEMPORAL_TLS_KEY']);
+      const mtls = loadConfig({ ...without('TEMPORAL_API_KEY'), TEMPORAL_TLS_CERT: '/certs/client.pem', TEMPORAL_TLS_KEY: '/certs/client-key.pem', TEMPORAL_TLS_CA: '/certs/ca.pem' }, '/app');
+      expect(mtls.temporal.tls).toEqual({ clientCert: { certPath: '/certs/client.pem', keyPath: '/certs/client-key.pem' }, caPath: '/certs/ca.pem' });
+      expect(mtls.temporal.apiKey).toBeUndefined();
+    });
+
+    it('never sends an API key without TLS, in any mode, and never echoes it', () => {
+      expect(loadConfig({ TEMPORAL_ADDRESS: 'temporal.internal:7233', TEMPORAL_API_KEY: secretApiKey }, '/srv').temporal.tls).toEqual({});
+      const problems = problemsOf({ ...production, TEMPORAL_API_KEY: `${secretApiKey} with spaces` });
+      expect(problems.map((p) => p.variable)).toEqual(['TEMPORAL_API_KEY']);
+      expect(JSON.stringify(problems)).not.toContain(secretApiKey);
+    });
+
+    it('marks the codec cookie Secure in production always, locally only over HTTPS', () => {
+      expect(loadConfig({}, '/srv').codec.secureCookies).toBe(false);
+      expect(loadConfig({ API_TLS_CERT: '/c.pem', API_TLS_KEY: '/k.pem' }, '/srv').codec.secureCookies).toBe(true);
+      expect(loadConfig(production, '/app').codec.secureCookies).toBe(true);
+    });
   });
 
   it('accepts several webhook secrets, for rolling the endpoint secret, and refuses anything else without echoing it', () => {
