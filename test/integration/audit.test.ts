@@ -3,6 +3,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditActivities } from '../../activities/audit';
+import { mappingFailures } from '../../activities/failures';
 import { appendAuditEntry, listAuditEntries, verifyAuditChain } from '../../src/audit/audit-dal';
 import { AuditInputError, AuditKeyConflictError, type AuditEntryInput } from '../../src/audit/audit-types';
 import { createDb, type Db } from '../../src/db/database';
@@ -126,7 +127,7 @@ describe('audit trail', () => {
     expect(await rowsWithKey(owner, key)).toBe(1);
     expect(await appendAuditEntry(app, entry({ idempotencyKey: key, details: { amount: 500, invoiceId: 'in_first' } }))).toEqual(first);
 
-    const failure = await createAuditActivities({ db: app })
+    const failure = await mappingFailures(createAuditActivities({ db: app }))
       .recordAudit(entry({ idempotencyKey: key, details: { invoiceId: 'in_other' } }))
       .catch((err: unknown) => err);
     expect(failure).toBeInstanceOf(ApplicationFailure);
@@ -143,7 +144,7 @@ describe('audit trail', () => {
   });
 
   it('records through the activity, and fails it without retries on a refused entry', async () => {
-    const { recordAudit } = createAuditActivities({ db: app });
+    const { recordAudit } = mappingFailures(createAuditActivities({ db: app }));
     const input = entry();
     const recorded = await recordAudit(input);
     expect(recorded).toEqual({ seq: expect.stringMatching(/^\d+$/), hash: expect.stringMatching(/^[0-9a-f]{64}$/) });
