@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,11 +12,21 @@ import path from 'node:path';
  *
  * It exists because the pinned local-kms cannot be installed on machines whose Go module
  * proxy does not serve it; with `LOCAL_KMS_PATH` set, local-kms is used instead. Key
- * material is real (AES-256-GCM, encryption context as AAD) but kept in a plain JSON file:
- * never use this outside development and tests. Signatures are not checked.
+ * material is real (AES-256-GCM, encryption context as AAD; RFC 2104 HMAC for HMAC keys)
+ * but kept in a plain JSON file: never use this outside development and tests. Request
+ * signatures are not checked.
  */
 
 const ACCOUNT_ID = '111122223333';
+/** HMAC key specs, each with its MAC algorithm and key length in bytes, as AWS KMS defines them. */
+const HMAC_SPECS = {
+  HMAC_224: { algorithm: 'HMAC_SHA_224', digest: 'sha224', bytes: 28 },
+  HMAC_256: { algorithm: 'HMAC_SHA_256', digest: 'sha256', bytes: 32 },
+  HMAC_384: { algorithm: 'HMAC_SHA_384', digest: 'sha384', bytes: 48 },
+  HMAC_512: { algorithm: 'HMAC_SHA_512', digest: 'sha512', bytes: 64 },
+} as const;
+type HmacSpec = keyof typeof HMAC_SPECS;
+const MAX_MAC_MESSAGE_BYTES = 4096;
 const CIPHERTEXT_VERSION = 1;
 const KEY_ID_BYTES = 36;
 
@@ -28,7 +38,9 @@ interface StoredKey {
   state: KeyState;
   created: number;
   deletionDate?: number;
-  /** Base64 AES-256 key material. */
+  /** Absent in files written before HMAC keys existed: SYMMETRIC_DEFAULT. */
+  spec?: 'SYMMETRIC_DEFAULT' | HmacSpec;
+  /** Base64 key material: AES-256 for SYMMETRIC_DEFAULT, else the HMAC key. */
   material: string;
 }
 
@@ -153,6 +165,10 @@ class DevKms {
         return this.decrypt(input);
       case 'ReEncrypt':
         return this.reEncrypt(input);
+      case 'GenerateMac':
+        return this.generateMac(input);
+      case 'VerifyMac':
+        return this.verifyMac(input);
       case 'GenerateRandom':
         return { Plaintext: randomBytes(num(input, 'NumberOfBytes') ?? 32).toString('base64') };
       default:
@@ -162,14 +178,24 @@ class DevKms {
 
   private createKey(input: Record<string, unknown>) {
     const spec = input.KeySpec ?? input.CustomerMasterKeySpec ?? 'SYMMETRIC_DEFAULT';
-    if (spec !== 'SYMMETRIC_DEFAULT') throw new KmsError('UnsupportedOperationException', `KeySpec ${String(spec)} is not supported`);
-    if ((input.KeyUsage ?? 'ENCRYPT_DECRYPT') !== 'ENCRYPT_DECRYPT') throw new KmsError('ValidationException', 'KeyUsage must be ENCRYPT_DECRYPT');
+    let material: Buffer;
+    if (spec === 'SYMMETRIC_DEFAULT') {
+      if ((input.KeyUsage ?? 'ENCRYPT_DECRYPT') !== 'ENCRYPT_DECRYPT') throw new KmsError('ValidationException', 'KeyUsage must be ENCRYPT_DECRYPT for a SYMMETRIC_DEFAULT key');
+      material = randomBytes(32);
+    } else if (isHmacSpec(spec)) {
+      // As AWS KMS: an HMAC key needs its usage spelt out.
+      if (input.KeyUsage !== 'GENERATE_VERIFY_MAC') throw new KmsError('ValidationException', 'KeyUsage must be GENERATE_VERIFY_MAC for an HMAC key');
+      material = randomBytes(HMAC_SPECS[spec].bytes);
+    } else {
+      throw new KmsError('UnsupportedOperationException', `KeySpec ${String(spec)} is not supported by the development KMS`);
+    }
     const key: StoredKey = {
       keyId: randomUUID(),
       description: typeof input.Description === 'string' ? input.Description : '',
       state: 'Enabled',
       created: Date.now() / 1000,
-      material: randomBytes(32).toString('base64'),
+      ...(spec === 'SYMMETRIC_DEFAULT' ? {} : { spec }),
+      material: material.toString('base64'),
     };
     this.state.keys[key.keyId] = key;
     this.persist();
@@ -284,6 +310,7 @@ class DevKms {
     const key = this.state.keys[keyId];
     if (!key) throw invalidCiphertext();
     this.assertUsable(key);
+    if (hmacSpec(key)) throw wrongUsage(this.keyArn(key.keyId), 'GENERATE_VERIFY_MAC');
     const iv = ciphertext.subarray(1 + KEY_ID_BYTES, 1 + KEY_ID_BYTES + 12);
     const tag = ciphertext.subarray(1 + KEY_ID_BYTES + 12, header);
     try {
@@ -296,10 +323,43 @@ class DevKms {
     }
   }
 
+  /** A key that may encrypt: enabled, and symmetric. */
   private usable(keyRef: string): StoredKey {
     const key = this.resolve(keyRef);
     this.assertUsable(key);
+    if (hmacSpec(key)) throw wrongUsage(this.keyArn(key.keyId), 'GENERATE_VERIFY_MAC');
     return key;
+  }
+
+  /** An enabled HMAC key and the algorithm the request names, which must be the key's. */
+  private macKey(input: Record<string, unknown>): { key: StoredKey; spec: (typeof HMAC_SPECS)[HmacSpec]; message: Buffer } {
+    const key = this.resolve(str(input, 'KeyId'));
+    this.assertUsable(key);
+    const keySpec = hmacSpec(key);
+    if (!keySpec) throw wrongUsage(this.keyArn(key.keyId), 'ENCRYPT_DECRYPT');
+    const spec = HMAC_SPECS[keySpec];
+    const algorithm = str(input, 'MacAlgorithm');
+    if (algorithm !== spec.algorithm) throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} key spec ${keySpec} does not support MacAlgorithm ${algorithm}.`);
+    const message = blob(input, 'Message');
+    if (message.length < 1 || message.length > MAX_MAC_MESSAGE_BYTES) throw new KmsError('ValidationException', `Message must be 1 to ${MAX_MAC_MESSAGE_BYTES} bytes`);
+    return { key, spec, message };
+  }
+
+  private generateMac(input: Record<string, unknown>) {
+    const { key, spec, message } = this.macKey(input);
+    const mac = createHmac(spec.digest, Buffer.from(key.material, 'base64')).update(message).digest();
+    return { KeyId: this.keyArn(key.keyId), Mac: mac.toString('base64'), MacAlgorithm: spec.algorithm };
+  }
+
+  /** As AWS KMS: a MAC that does not verify is an error (KMSInvalidMacException), never `MacValid: false`. */
+  private verifyMac(input: Record<string, unknown>) {
+    const { key, spec, message } = this.macKey(input);
+    const expected = createHmac(spec.digest, Buffer.from(key.material, 'base64')).update(message).digest();
+    const given = blob(input, 'Mac');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new KmsError('KMSInvalidMacException', 'The request was rejected because the HMAC verification failed.');
+    }
+    return { KeyId: this.keyArn(key.keyId), MacValid: true, MacAlgorithm: spec.algorithm };
   }
 
   private assertUsable(key: StoredKey): void {
@@ -326,6 +386,10 @@ class DevKms {
   }
 
   private metadata(key: StoredKey) {
+    const keySpec = hmacSpec(key);
+    const usage = keySpec
+      ? { KeyUsage: 'GENERATE_VERIFY_MAC', KeySpec: keySpec, CustomerMasterKeySpec: keySpec, MacAlgorithms: [HMAC_SPECS[keySpec].algorithm] }
+      : { KeyUsage: 'ENCRYPT_DECRYPT', KeySpec: 'SYMMETRIC_DEFAULT', CustomerMasterKeySpec: 'SYMMETRIC_DEFAULT', EncryptionAlgorithms: ['SYMMETRIC_DEFAULT'] };
     return {
       AWSAccountId: ACCOUNT_ID,
       KeyId: key.keyId,
@@ -333,14 +397,11 @@ class DevKms {
       CreationDate: key.created,
       Enabled: key.state === 'Enabled',
       Description: key.description,
-      KeyUsage: 'ENCRYPT_DECRYPT',
       KeyState: key.state,
       ...(key.deletionDate ? { DeletionDate: key.deletionDate } : {}),
       Origin: 'AWS_KMS',
       KeyManager: 'CUSTOMER',
-      KeySpec: 'SYMMETRIC_DEFAULT',
-      CustomerMasterKeySpec: 'SYMMETRIC_DEFAULT',
-      EncryptionAlgorithms: ['SYMMETRIC_DEFAULT'],
+      ...usage,
       MultiRegion: false,
     };
   }
@@ -352,6 +413,18 @@ class DevKms {
   private aliasArn(alias: string): string {
     return `arn:aws:kms:${this.region}:${ACCOUNT_ID}:${alias}`;
   }
+}
+
+function isHmacSpec(spec: unknown): spec is HmacSpec {
+  return typeof spec === 'string' && Object.hasOwn(HMAC_SPECS, spec);
+}
+
+function hmacSpec(key: StoredKey): HmacSpec | undefined {
+  return key.spec && key.spec !== 'SYMMETRIC_DEFAULT' ? key.spec : undefined;
+}
+
+function wrongUsage(keyArn: string, usage: string): KmsError {
+  return new KmsError('InvalidKeyUsageException', `${keyArn} key usage is ${usage} which is not valid for this operation.`);
 }
 
 function invalidCiphertext(): KmsError {
