@@ -4,7 +4,7 @@ import { isScope, SCOPES, type Scope } from '../auth/scopes';
 import { ensureLocalSigningKey } from '../auth/signing-keys';
 import { assertLocalMintingAllowed, MAX_LOCAL_TOKEN_TTL_SECONDS, mintToken, TokenMintingRefusedError } from '../auth/tokens';
 import { verifyAuditChain } from '../audit/audit-dal';
-import { ConfigError, loadConfig, type Config } from '../config/config';
+import { ConfigError, loadConfig, ownerDatabaseUrl, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate, type MigrateDirection } from '../db/migrate';
 import { createLogger, errorMessage, type Logger } from '../log';
@@ -163,8 +163,9 @@ async function migrateCommand(direction: string): Promise<void> {
     throw new UsageError(`expected latest, up or down, got ${direction}`);
   }
   const { config } = setUp();
-  await ensureDatabase(config.databaseUrl);
-  const db = createDb(config.databaseUrl, { max: 1 });
+  const ownerUrl = ownerDatabaseUrl(config);
+  await ensureDatabase(ownerUrl);
+  const db = createDb(ownerUrl, { max: 1 });
   try {
     const names = await migrate(db, direction as MigrateDirection);
     process.stdout.write(names.length ? `${direction === 'down' ? 'reverted' : 'applied'}: ${names.join(', ')}\n` : 'nothing to do\n');
@@ -176,8 +177,8 @@ async function migrateCommand(direction: string): Promise<void> {
 async function auditCommand(args: string[]): Promise<void> {
   if (args.length !== 1 || args[0] !== 'verify') throw new UsageError(`expected audit verify\n\n${USAGE}`);
   const { config } = setUp();
-  // The migration owner's connection: verifying only reads, and must work whatever the app role is.
-  const db = createDb(config.databaseUrl, { max: 1 });
+  // Verifying only reads: the application role suffices, and no owner's password is needed.
+  const db = createDb(config.databaseAppUrl, { max: 1 });
   try {
     const verdict = await verifyAuditChain(db);
     if (verdict.ok) {
@@ -257,7 +258,7 @@ async function stripeCommand(args: string[]): Promise<void> {
   if (values.api !== undefined && !/^https?:\/\/[^\s]+$/.test(values.api)) throw new UsageError('--api must be an http(s) URL');
 
   const config = loadConfig();
-  const db = createDb(config.databaseUrl, { max: 1, role: config.databaseAppRole });
+  const db = createDb(config.databaseAppUrl, { max: 1 });
   try {
     const result = await triggerStripeEvent(config, db, createStripe(config), {
       type,

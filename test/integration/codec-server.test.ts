@@ -30,7 +30,7 @@ describe('codec server for the Temporal Web UI', () => {
   let encodedJson: ReturnType<typeof toJson>[];
 
   beforeAll(async () => {
-    db = createDb(config.databaseUrl, { max: 2 });
+    db = createDb(config.databaseUrl!, { max: 2 });
     kms = createKmsClient(config);
     codec = new KmsPayloadCodec({ kms, masterKeyId: codecKeyAlias(config), limits: config.dataKeyCache });
     const app = createCodecApp({

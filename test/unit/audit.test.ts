@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { normaliseAuditInput } from '../../src/audit/audit-guard';
 import { auditHash, canonicalJson, GENESIS_HASH, type AuditContent } from '../../src/audit/audit-hash';
 import { AuditInputError, type AuditEntryInput } from '../../src/audit/audit-types';
-import { ConfigError, loadConfig } from '../../src/config/config';
+import { ConfigError, loadConfig, ownerDatabaseUrl } from '../../src/config/config';
 
 const NOW = new Date('2026-11-21T10:00:00.123Z');
 const valid: AuditEntryInput = {
@@ -84,12 +84,28 @@ describe('audit entry guard', () => {
   });
 });
 
-describe('DATABASE_APP_ROLE', () => {
-  it('defaults to ledgerlock_app, and none (not empty, which means unset) turns it off', () => {
-    expect(loadConfig({}).databaseAppRole).toBe('ledgerlock_app');
-    expect(loadConfig({ DATABASE_APP_ROLE: '' }).databaseAppRole).toBe('ledgerlock_app');
-    expect(loadConfig({ DATABASE_APP_ROLE: 'billing_rw' }).databaseAppRole).toBe('billing_rw');
-    expect(loadConfig({ DATABASE_APP_ROLE: 'none' }).databaseAppRole).toBeUndefined();
-    expect(() => loadConfig({ DATABASE_APP_ROLE: 'app"; drop table x' })).toThrow(ConfigError);
+describe('DATABASE_APP_URL', () => {
+  it('defaults locally to DATABASE_URL as the ledgerlock_app login role, without the owner\'s password', () => {
+    expect(loadConfig({}).databaseAppUrl).toBe('postgres://ledgerlock_app@127.0.0.1:5432/ledgerlock');
+    expect(loadConfig({ DATABASE_URL: 'postgres://owner:secret@db.internal:6432/billing?sslmode=require' }).databaseAppUrl).toBe(
+      'postgres://ledgerlock_app@db.internal:6432/billing?sslmode=require',
+    );
+    expect(loadConfig({ DATABASE_APP_URL: 'postgres://app:pw@db/ledgerlock' }).databaseAppUrl).toBe('postgres://app:pw@db/ledgerlock');
+    expect(() => loadConfig({ DATABASE_APP_URL: 'mysql://app@db/ledgerlock' })).toThrow(ConfigError);
+  });
+
+  it('is required in production, where DATABASE_URL (the owner) is only for migrations', () => {
+    const production = { LEDGERLOCK_MODE: 'production' } as const;
+    const problems = (() => {
+      try {
+        loadConfig(production);
+      } catch (err) {
+        return (err as ConfigError).problems.map((p) => p.variable);
+      }
+      return [];
+    })();
+    expect(problems).toContain('DATABASE_APP_URL');
+    expect(problems).not.toContain('DATABASE_URL');
+    expect(() => ownerDatabaseUrl({})).toThrow(/DATABASE_URL: required to migrate/);
   });
 });

@@ -63,7 +63,7 @@ describe('loadConfig', () => {
       'AUTH_JWKS_URL',
       'AWS_REGION',
       'CODEC_CORS_ORIGINS',
-      'DATABASE_URL',
+      'DATABASE_APP_URL',
       'STRIPE_SECRET_KEY',
       'STRIPE_WEBHOOK_SECRET',
       'TEMPORAL_ADDRESS',
