@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { appendAuditEntry } from './audit/audit-dal';
+import { startConfiguredCheckpointer } from './audit/audit-checkpoints';
 import { createAuditRouter } from './audit/audit-routes';
 import { ensureKeyRotationSchedule } from './keys/key-rotation-service';
 import { createKeyRotationRouter } from './keys/key-rotation-routes';
@@ -36,8 +37,8 @@ export interface RunningServer extends Running {
 }
 
 /**
- * Starts the workers (general and Stripe task queues) and resolves once they poll.
- * `stop` drains in-flight tasks first.
+ * Starts the workers (general and Stripe task queues) and the audit checkpointer, and
+ * resolves once they poll. `stop` drains in-flight tasks first, then checkpoints.
  */
 export async function startWorker(
   config: Config,
@@ -67,10 +68,14 @@ export async function startWorker(
       return run;
     });
     log.info('worker polling', { taskQueues: workers.map((w) => w.options.taskQueue).join(',') });
+    // Workers outlive API processes and run wherever Ledgerlock runs: they sign the audit chain's head.
+    const checkpointer = startConfiguredCheckpointer(config, { db: services.db, kms: services.kms, log });
     return {
       async stop() {
         for (const worker of workers) if (worker.getState() === 'RUNNING') worker.shutdown();
         await Promise.all(running.map((run) => run.catch(() => undefined)));
+        // After the last activity: its audit entries get their checkpoint.
+        await checkpointer.stop();
         await connection.close();
       },
     };

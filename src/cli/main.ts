@@ -3,9 +3,11 @@ import { parseArgs } from 'node:util';
 import { isScope, SCOPES, type Scope } from '../auth/scopes';
 import { ensureLocalSigningKey } from '../auth/signing-keys';
 import { assertLocalMintingAllowed, MAX_LOCAL_TOKEN_TTL_SECONDS, mintToken, TokenMintingRefusedError } from '../auth/tokens';
-import { verifyAuditChain } from '../audit/audit-dal';
-import { ConfigError, loadConfig, ownerDatabaseUrl, type Config } from '../config/config';
+import { checkpointSinkFor, databaseName } from '../audit/audit-checkpoints';
+import { verifyAuditTrail } from '../audit/audit-verify';
+import { auditCheckpointKeyAlias, ConfigError, loadConfig, ownerDatabaseUrl, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
+import { createKmsClient } from '../kms/kms-client';
 import { migrate, type MigrateDirection } from '../db/migrate';
 import { createLogger, errorMessage, type Logger } from '../log';
 import { startApi, startCodecServer, startWorker, type Running } from '../runtime';
@@ -29,7 +31,8 @@ Commands:
   start                    start the whole orchestrator locally (what \`npm start\` runs)
   setup                    build the pinned local servers into the tools folder
   migrate [latest|up|down] apply database migrations (default: latest)
-  audit verify             check the audit trail's hash chain; exits 1 naming the first broken entry
+  audit verify             check the audit trail's hash chain and its signed checkpoints;
+                           exits 1 naming each tampering found
   worker                   run a worker against the configured Temporal
   api                      run the HTTP API against the configured Temporal
   codec-server             run the codec server the Temporal Web UI decodes payloads through
@@ -174,20 +177,38 @@ async function migrateCommand(direction: string): Promise<void> {
   }
 }
 
+/**
+ * `audit verify`: the chain and every signed checkpoint. Prints one line per tampering
+ * found and exits 1, or one line saying what is intact and how far checkpoints pin it.
+ */
 async function auditCommand(args: string[]): Promise<void> {
   if (args.length !== 1 || args[0] !== 'verify') throw new UsageError(`expected audit verify\n\n${USAGE}`);
   const { config } = setUp();
   // Verifying only reads: the application role suffices, and no owner's password is needed.
   const db = createDb(config.databaseAppUrl, { max: 1 });
+  const kms = createKmsClient(config);
   try {
-    const verdict = await verifyAuditChain(db);
-    if (verdict.ok) {
-      process.stdout.write(`audit trail intact: ${verdict.entries} entries\n`);
-    } else {
-      process.stdout.write(`audit trail broken at entry #${verdict.brokenAt}: ${verdict.reason}\n`);
+    const verdict = await verifyAuditTrail({
+      db,
+      kms,
+      sink: checkpointSinkFor(config),
+      keyId: auditCheckpointKeyAlias(config),
+      database: databaseName(config.databaseAppUrl),
+    });
+    if (!verdict.ok) {
+      for (const problem of verdict.problems) process.stdout.write(`audit trail broken at ${problem.at}: ${problem.reason}\n`);
       process.exitCode = 1;
+      return;
     }
+    const newest = verdict.newestCheckpoint;
+    const pinned = newest
+      ? `, ${verdict.checkpoints} signed checkpoint${verdict.checkpoints === 1 ? '' : 's'}, the newest for entry #${newest.seq} at ${newest.createdAt}${verdict.unpinned > 0 ? `; ${verdict.unpinned} newer entries not yet checkpointed` : ''}`
+      : verdict.entries > 0
+        ? '; no signed checkpoint yet, so a cut tail or a rehashed chain would not show'
+        : '';
+    process.stdout.write(`audit trail intact: ${verdict.entries} entries${pinned}\n`);
   } finally {
+    kms.destroy();
     await db.destroy();
   }
 }

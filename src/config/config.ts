@@ -69,6 +69,9 @@ export const ENV_DOCS = {
   KEY_ROTATION_INTERVAL_DAYS: 'days between scheduled master key rotations (default 90, the cryptoperiod; the `key-rotation` schedule is created or updated at start)',
   KEY_ROTATION_GRACE_SECONDS: 'how long an old master key stays decrypt-only after a rotation before it is retired (default 604800 = 7 days; at least DATA_KEY_CACHE_MAX_AGE_SECONDS; old codec keys are never retired automatically)',
   KEY_ROTATION_BATCH_SIZE: 'data keys re-wrapped and verified per batch, each batch heartbeating its cursor (default 200)',
+  AUDIT_CHECKPOINT_DIR: 'append-only folder the workers write signed audit checkpoints to, one file per checkpoint, each database in a subfolder of its name (default `<LEDGERLOCK_DATA_DIR>/audit-checkpoints`; required in production, on write-once storage)',
+  AUDIT_CHECKPOINT_INTERVAL_SECONDS: 'longest time a new audit entry waits for a signed checkpoint (default 300)',
+  AUDIT_CHECKPOINT_EVERY_ENTRIES: 'audit entries after which a checkpoint is written without waiting for the interval (default 1000)',
 } as const;
 
 export type EnvName = keyof typeof ENV_DOCS;
@@ -158,6 +161,9 @@ const rawSchema = z.object({
   KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   KEY_ROTATION_GRACE_SECONDS: z.coerce.number().int().min(0).max(365 * 86_400).default(7 * 86_400),
   KEY_ROTATION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
+  AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
+  AUDIT_CHECKPOINT_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
+  AUDIT_CHECKPOINT_EVERY_ENTRIES: z.coerce.number().int().min(1).max(1_000_000).default(1000),
 });
 
 type Raw = z.infer<typeof rawSchema>;
@@ -230,6 +236,8 @@ export interface Config {
   /** Dunning policies: the default and per-price overrides. */
   readonly dunning: DunningPolicies;
   readonly keyRotation: { readonly intervalDays: number; readonly graceSeconds: number; readonly batchSize: number };
+  /** Signed checkpoints of the audit chain's head, written outside PostgreSQL. */
+  readonly auditCheckpoints: { readonly dir: string; readonly intervalMs: number; readonly everyEntries: number };
 }
 
 export class ConfigError extends Error {
@@ -276,7 +284,7 @@ function pickKnown(env: NodeJS.ProcessEnv): Record<string, string> {
 }
 
 function productionProblems(raw: Raw): { variable: string; message: string }[] {
-  const required: EnvName[] = ['DATABASE_APP_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
+  const required: EnvName[] = ['DATABASE_APP_URL', 'AUDIT_CHECKPOINT_DIR', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
   return required
     .filter((name) => raw[name] === undefined)
     .map((variable) => ({ variable, message: 'required when LEDGERLOCK_MODE=production' }));
@@ -377,6 +385,11 @@ function build(raw: Raw, cwd: string): Config {
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
     keyRotation: { intervalDays: raw.KEY_ROTATION_INTERVAL_DAYS, graceSeconds: raw.KEY_ROTATION_GRACE_SECONDS, batchSize: raw.KEY_ROTATION_BATCH_SIZE },
+    auditCheckpoints: {
+      dir: path.resolve(cwd, raw.AUDIT_CHECKPOINT_DIR ?? path.join(raw.LEDGERLOCK_DATA_DIR, 'audit-checkpoints')),
+      intervalMs: raw.AUDIT_CHECKPOINT_INTERVAL_SECONDS * 1000,
+      everyEntries: raw.AUDIT_CHECKPOINT_EVERY_ENTRIES,
+    },
     // Validated in crossFieldProblems before build runs.
     dunning: buildDunningPolicies(
       raw.DUNNING_POLICY ? (JSON.parse(raw.DUNNING_POLICY) as PolicyOverride) : undefined,
@@ -421,6 +434,11 @@ function localAppDatabaseUrl(ownerUrl: string): string {
 export function ownerDatabaseUrl(config: Pick<Config, 'databaseUrl'>): string {
   if (config.databaseUrl === undefined) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required to migrate: the database owner\'s URL' }]);
   return config.databaseUrl;
+}
+
+/** The alias of the HMAC key that signs audit checkpoints. */
+export function auditCheckpointKeyAlias(config: Pick<Config, 'kms'>): string {
+  return `${config.kms.aliasPrefix}-audit-checkpoints`;
 }
 
 /** The alias of the master key Temporal payload keys are generated under. */

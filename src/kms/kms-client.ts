@@ -2,10 +2,15 @@ import {
   CreateAliasCommand,
   CreateKeyCommand,
   DescribeKeyCommand,
+  GenerateMacCommand,
   KMSClient,
+  KMSInvalidMacException,
   NotFoundException,
+  VerifyMacCommand,
+  type KeySpec,
+  type KeyUsageType,
 } from '@aws-sdk/client-kms';
-import { codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
+import { auditCheckpointKeyAlias, codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
 
 /**
  * One KMS client for AWS KMS and local-kms alike: only the endpoint (and, locally, the
@@ -24,7 +29,9 @@ export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
 }
 
 /**
- * Makes sure every region, and the Temporal payload codec, has its master key alias. Against the embedded local-kms the
+ * Makes sure every region, the Temporal payload codec and the audit checkpoints have their
+ * key alias (the checkpoints' is an HMAC_256 key: KMS computes and checks MACs, the key
+ * never leaves it). Against the embedded local-kms the
  * missing keys are created (first start); elsewhere keys are provisioned by the operator,
  * so a missing alias is an error that names it.
  *
@@ -35,11 +42,13 @@ export async function ensureMasterKeys(
   config: Pick<Config, 'kms' | 'regions'>,
 ): Promise<string[]> {
   const created: string[] = [];
+  const encryption = { KeySpec: 'SYMMETRIC_DEFAULT', KeyUsage: 'ENCRYPT_DECRYPT' } as const satisfies { KeySpec: KeySpec; KeyUsage: KeyUsageType };
   const wanted = [
-    ...config.regions.map((region) => ({ alias: masterKeyAlias(config, region), purpose: `region ${region}` })),
-    { alias: codecKeyAlias(config), purpose: 'Temporal payloads' },
+    ...config.regions.map((region) => ({ alias: masterKeyAlias(config, region), purpose: `region ${region}`, spec: encryption })),
+    { alias: codecKeyAlias(config), purpose: 'Temporal payloads', spec: encryption },
+    { alias: auditCheckpointKeyAlias(config), purpose: 'audit checkpoints', spec: AUDIT_CHECKPOINT_KEY_SPEC },
   ];
-  for (const { alias, purpose } of wanted) {
+  for (const { alias, purpose, spec } of wanted) {
     if (await aliasExists(kms, alias)) continue;
     if (!config.kms.local) {
       throw new Error(`KMS master key ${alias} (${purpose}) does not exist; create it before starting Ledgerlock`);
@@ -47,8 +56,7 @@ export async function ensureMasterKeys(
     const key = await kms.send(
       new CreateKeyCommand({
         Description: `Ledgerlock master key for ${purpose} (local development)`,
-        KeySpec: 'SYMMETRIC_DEFAULT',
-        KeyUsage: 'ENCRYPT_DECRYPT',
+        ...spec,
       }),
     );
     await kms.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: key.KeyMetadata!.KeyId! }));
@@ -63,6 +71,32 @@ async function aliasExists(kms: KMSClient, alias: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (err instanceof NotFoundException) return false;
+    throw err;
+  }
+}
+
+/** What the audit checkpoint key must be, wherever it is provisioned. */
+export const AUDIT_CHECKPOINT_KEY_SPEC = { KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC' } as const satisfies { KeySpec: KeySpec; KeyUsage: KeyUsageType };
+const MAC_ALGORITHM = 'HMAC_SHA_256';
+
+/** The HMAC of `message` under the KMS key `keyId` (RFC 2104, HMAC-SHA-256), and the key's ARN. */
+export async function generateMac(kms: KMSClient, keyId: string, message: Buffer): Promise<{ mac: Buffer; keyArn: string }> {
+  const out = await kms.send(new GenerateMacCommand({ KeyId: keyId, Message: message, MacAlgorithm: MAC_ALGORITHM }));
+  if (!out.Mac || !out.KeyId) throw new Error('KMS GenerateMac returned no MAC');
+  return { mac: Buffer.from(out.Mac), keyArn: out.KeyId };
+}
+
+/**
+ * Whether `mac` is the HMAC of `message` under `keyId`. AWS KMS rejects a wrong MAC with
+ * KMSInvalidMacException; local-kms answers `MacValid: false`: both are `false` here, and
+ * only an explicit `MacValid: true` is `true`. Other errors (unreachable, key disabled) throw.
+ */
+export async function verifyMac(kms: KMSClient, keyId: string, message: Buffer, mac: Buffer): Promise<boolean> {
+  try {
+    const out = await kms.send(new VerifyMacCommand({ KeyId: keyId, Message: message, Mac: mac, MacAlgorithm: MAC_ALGORITHM }));
+    return out.MacValid === true;
+  } catch (err) {
+    if (err instanceof KMSInvalidMacException) return false;
     throw err;
   }
 }

@@ -9,11 +9,13 @@ import {
   NotFoundException,
   ReEncryptCommand,
   CreateKeyCommand,
+  EncryptCommand,
+  GenerateMacCommand,
   type KMSClient,
 } from '@aws-sdk/client-kms';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { masterKeyAlias } from '../../src/config/config';
-import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
+import { auditCheckpointKeyAlias, masterKeyAlias } from '../../src/config/config';
+import { createKmsClient, ensureMasterKeys, generateMac, verifyMac } from '../../src/kms/kms-client';
 import { testConfig } from '../support/stack';
 
 describe('KMS through @aws-sdk/client-kms', () => {
@@ -76,5 +78,35 @@ describe('KMS through @aws-sdk/client-kms', () => {
     await kms.send(new EnableKeyCommand({ KeyId: key.KeyMetadata!.KeyId }));
     await expect(kms.send(new GenerateDataKeyCommand({ KeyId: key.KeyMetadata!.KeyId, KeySpec: 'AES_256' }))).resolves.toBeDefined();
     await expect(kms.send(new DescribeKeyCommand({ KeyId: 'alias/ledgerlock-nowhere' }))).rejects.toBeInstanceOf(NotFoundException);
+  });
+
+  it('has an HMAC_256 key for audit checkpoints whose MACs verify only for the same message and MAC', async () => {
+    const alias = auditCheckpointKeyAlias(config);
+    const { KeyMetadata: key } = await kms.send(new DescribeKeyCommand({ KeyId: alias }));
+    expect(key).toMatchObject({ KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC', KeyState: 'Enabled' });
+
+    const message = Buffer.from('["checkpoint",7,"ab"]');
+    const { mac, keyArn } = await generateMac(kms, alias, message);
+    expect(mac).toHaveLength(32);
+    expect(keyArn).toBe(key!.Arn);
+    // Deterministic, as RFC 2104 HMAC is.
+    expect((await generateMac(kms, alias, message)).mac).toEqual(mac);
+    expect(await verifyMac(kms, alias, message, mac)).toBe(true);
+    expect(await verifyMac(kms, alias, Buffer.from('["checkpoint",8,"ab"]'), mac)).toBe(false);
+    const flipped = Buffer.from(mac);
+    flipped[0]! ^= 0x01;
+    expect(await verifyMac(kms, alias, message, flipped)).toBe(false);
+    // Another HMAC key's MAC of the same message is not this key's.
+    const other = await kms.send(new CreateKeyCommand({ KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC', Description: 'another mac key' }));
+    expect(await verifyMac(kms, alias, message, (await generateMac(kms, other.KeyMetadata!.KeyId!, message)).mac)).toBe(false);
+  });
+
+  it('keeps MAC keys and encryption keys to their own operations', async () => {
+    const alias = auditCheckpointKeyAlias(config);
+    await expect(kms.send(new EncryptCommand({ KeyId: alias, Plaintext: Buffer.from('x') }))).rejects.toThrow();
+    await expect(kms.send(new GenerateMacCommand({ KeyId: masterKeyAlias(config, 'eu'), Message: Buffer.from('x'), MacAlgorithm: 'HMAC_SHA_256' }))).rejects.toThrow();
+    await expect(kms.send(new GenerateMacCommand({ KeyId: alias, Message: Buffer.from('x'), MacAlgorithm: 'HMAC_SHA_512' }))).rejects.toThrow();
+    // An HMAC key must say what it is for, as AWS KMS requires.
+    await expect(kms.send(new CreateKeyCommand({ KeySpec: 'HMAC_256' }))).rejects.toThrow(/KeyUsage/);
   });
 });

@@ -105,7 +105,28 @@ describe('DATABASE_APP_URL', () => {
       return [];
     })();
     expect(problems).toContain('DATABASE_APP_URL');
+    expect(problems).toContain('AUDIT_CHECKPOINT_DIR');
     expect(problems).not.toContain('DATABASE_URL');
     expect(() => ownerDatabaseUrl({})).toThrow(/DATABASE_URL: required to migrate/);
+  });
+});
+
+describe('audit checkpoint settings', () => {
+  it('default to a folder in the data folder, five minutes and 1000 entries, and refuse nonsense', () => {
+    const config = loadConfig({ LEDGERLOCK_DATA_DIR: '/var/ll' });
+    expect(config.auditCheckpoints).toEqual({ dir: '/var/ll/audit-checkpoints', intervalMs: 300_000, everyEntries: 1000 });
+    expect(loadConfig({ AUDIT_CHECKPOINT_DIR: 'cp', AUDIT_CHECKPOINT_INTERVAL_SECONDS: '10', AUDIT_CHECKPOINT_EVERY_ENTRIES: '5' }, '/srv').auditCheckpoints).toEqual({
+      dir: '/srv/cp',
+      intervalMs: 10_000,
+      everyEntries: 5,
+    });
+    for (const [variable, value] of [
+      ['AUDIT_CHECKPOINT_INTERVAL_SECONDS', '0'],
+      ['AUDIT_CHECKPOINT_INTERVAL_SECONDS', 'hourly'],
+      ['AUDIT_CHECKPOINT_EVERY_ENTRIES', '0'],
+      ['AUDIT_CHECKPOINT_EVERY_ENTRIES', '2.5'],
+    ] as const) {
+      expect(() => loadConfig({ [variable]: value }), `${variable}=${value}`).toThrow(variable);
+    }
   });
 });

@@ -135,6 +135,13 @@ describe('docker-compose.yml', () => {
     expect(script).toMatch(/<<'SQL'/);
   });
 
+  it('keeps the workers\' audit checkpoints on a volume of their own, outside PostgreSQL', () => {
+    const dir = services.worker!.environment!.AUDIT_CHECKPOINT_DIR!;
+    expect(services.worker!.volumes).toContain(`audit-checkpoints:${dir}`);
+    expect(services.postgresql!.volumes!.some((v) => v.startsWith('audit-checkpoints:'))).toBe(false);
+    expect(readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8')).toContain(`chown node:node ${dir}`);
+  });
+
   it('runs migrations before anything that uses the database, and serves the codec where the UI looks for it', () => {
     for (const name of ['api', 'worker', 'codec']) expect(services[name]!.depends_on).toHaveProperty('migrate');
     const codecEnv = services.codec!.environment!;

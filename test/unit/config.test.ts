@@ -59,6 +59,7 @@ describe('loadConfig', () => {
   it('gives production no defaults for endpoints and secrets', () => {
     const problems = problemsOf({ LEDGERLOCK_MODE: 'production' });
     expect(problems.map((p) => p.variable).sort()).toEqual([
+      'AUDIT_CHECKPOINT_DIR',
       'AUTH_ISSUER',
       'AUTH_JWKS_URL',
       'AWS_REGION',
