@@ -7,6 +7,7 @@ import type { Express } from 'express';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { appendAuditEntry } from './audit/audit-dal';
 import { startConfiguredCheckpointer } from './audit/audit-checkpoints';
+import { assertLeastPrivilege } from './db/least-privilege';
 import { createAuditRouter } from './audit/audit-routes';
 import { ensureKeyRotationSchedule } from './keys/key-rotation-service';
 import { createKeyRotationRouter } from './keys/key-rotation-routes';
@@ -46,6 +47,7 @@ export async function startWorker(
   services: Services,
   workflowBundle?: WorkflowBundleWithSourceMap,
 ): Promise<Running> {
+  await assertLeastPrivilege(services.db, log);
   // The rotation schedule exists wherever workers run; creating it again only updates it.
   const client = await connectClient(config, services.dataConverter);
   try {
@@ -90,6 +92,7 @@ export async function startWorker(
  * workflows; resolves once it listens. HTTPS with TLS 1.3 at least when given a certificate.
  */
 export async function startApi(config: Config, log: Logger, services: Services): Promise<RunningServer> {
+  await assertLeastPrivilege(services.db, log);
   // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
   const guard = authorize(createTokenVerifier(config), log);
@@ -127,6 +130,7 @@ export async function startApi(config: Config, log: Logger, services: Services):
 
 /** Starts the codec server the Temporal Web UI decodes payloads through. */
 export async function startCodecServer(config: Config, log: Logger, services: Services): Promise<RunningServer> {
+  await assertLeastPrivilege(services.db, log);
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
   const app = createCodecApp({
     codec: services.dataConverter.payloadCodecs![0]!,

@@ -8,6 +8,7 @@ import { verifyAuditTrail } from '../audit/audit-verify';
 import { auditCheckpointKeyAlias, ConfigError, loadConfig, ownerDatabaseUrl, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { createKmsClient } from '../kms/kms-client';
+import { LeastPrivilegeError } from '../db/least-privilege';
 import { migrate, type MigrateDirection } from '../db/migrate';
 import { createLogger, errorMessage, type Logger } from '../log';
 import { startApi, startCodecServer, startWorker, type Running } from '../runtime';
@@ -59,7 +60,7 @@ class UsageError extends Error {
 }
 
 /** Errors whose message is written for the operator: printed without a stack trace. */
-const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError, TriggerError, RotationAlreadyRunningError];
+const OPERATOR_ERRORS = [UsageError, ConfigError, LeastPrivilegeError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError, TriggerError, RotationAlreadyRunningError];
 
 export function run(argv: string[]): void {
   const [command, ...rest] = argv;

@@ -3,7 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendAuditEntry, listAuditEntries } from '../../src/audit/audit-dal';
 import { APP_DATABASE_ROLE } from '../../src/config/config';
 import { connectionOptions, createDb, type Db } from '../../src/db/database';
-import { testConfig, testStack } from '../support/stack';
+import { assertLeastPrivilege } from '../../src/db/least-privilege';
+import { spawnCli } from '../support/spawn';
+import { testConfig, testEnv, testStack } from '../support/stack';
 
 /** The SQLSTATE a statement failed with; undefined when it succeeded. Always rolled back. */
 async function sqlState(client: pg.Client, statement: string): Promise<string | undefined> {
@@ -109,5 +111,23 @@ describe('the application database role', () => {
       memberships: 0,
       owned: 0,
     });
+  });
+
+  it('is what the api, worker and codec server insist on: they refuse to start as the owner', async () => {
+    const warnings: string[] = [];
+    const log = { warn: (msg: string) => void warnings.push(msg) };
+    await expect(assertLeastPrivilege(appDb, log)).resolves.toBeUndefined();
+    const ownerDb = createDb(testStack().databaseUrl, { max: 1 });
+    try {
+      await expect(assertLeastPrivilege(ownerDb, log)).rejects.toThrow(/^DATABASE_APP_URL connects as a role that has superuser.*owns tables/);
+    } finally {
+      await ownerDb.destroy();
+    }
+    expect(warnings).toEqual([]);
+
+    const cli = spawnCli(['api'], testEnv({ DATABASE_APP_URL: testStack().databaseUrl }));
+    expect(await cli.exited).toBe(1);
+    expect(cli.stderr()).toContain('ledgerlock api: DATABASE_APP_URL connects as a role that has superuser');
+    expect(cli.stderr()).not.toMatch(/\n\s+at /);
   });
 });
