@@ -11,11 +11,19 @@ import {
   CreateKeyCommand,
   EncryptCommand,
   GenerateMacCommand,
-  type KMSClient,
+  InvalidKeyUsageException,
+  KMSClient,
+  KMSInvalidMacException,
+  VerifyMacCommand,
 } from '@aws-sdk/client-kms';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditCheckpointKeyAlias, masterKeyAlias } from '../../src/config/config';
 import { createKmsClient, ensureMasterKeys, generateMac, verifyMac } from '../../src/kms/kms-client';
+import { startKmsDevServer } from '../../src/stack/kms-dev-server';
 import { testConfig } from '../support/stack';
 
 describe('KMS through @aws-sdk/client-kms', () => {
@@ -108,5 +116,27 @@ describe('KMS through @aws-sdk/client-kms', () => {
     await expect(kms.send(new GenerateMacCommand({ KeyId: alias, Message: Buffer.from('x'), MacAlgorithm: 'HMAC_SHA_512' }))).rejects.toThrow();
     // An HMAC key must say what it is for, as AWS KMS requires.
     await expect(kms.send(new CreateKeyCommand({ KeySpec: 'HMAC_256' }))).rejects.toThrow(/KeyUsage/);
+  });
+
+  it('development KMS: its MACs are RFC 2104 HMAC-SHA-256 under the key it keeps, and a bad one is KMSInvalidMacException', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-devkms-mac-'));
+    const server = await startKmsDevServer({ region: config.kms.region, dataDir });
+    const dev = new KMSClient({ region: config.kms.region, endpoint: server.url, credentials: { accessKeyId: 'local-only', secretAccessKey: 'local-only' }, maxAttempts: 1 });
+    try {
+      const { KeyMetadata: key } = await dev.send(new CreateKeyCommand({ KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC' }));
+      expect(key).toMatchObject({ KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC', MacAlgorithms: ['HMAC_SHA_256'] });
+      const message = Buffer.from('what the checkpoint says');
+      const { mac } = await generateMac(dev, key!.KeyId!, message);
+      const stored = JSON.parse(readFileSync(path.join(dataDir, 'kms-dev-server.json'), 'utf8')) as { keys: Record<string, { material: string }> };
+      expect(mac).toEqual(createHmac('sha256', Buffer.from(stored.keys[key!.KeyId!]!.material, 'base64')).update(message).digest());
+      await expect(
+        dev.send(new VerifyMacCommand({ KeyId: key!.KeyId!, Message: Buffer.from('something else'), Mac: mac, MacAlgorithm: 'HMAC_SHA_256' })),
+      ).rejects.toBeInstanceOf(KMSInvalidMacException);
+      await expect(dev.send(new EncryptCommand({ KeyId: key!.KeyId!, Plaintext: Buffer.from('x') }))).rejects.toBeInstanceOf(InvalidKeyUsageException);
+    } finally {
+      dev.destroy();
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
