@@ -9,6 +9,8 @@ COPY src ./src
 COPY workflows ./workflows
 COPY activities ./activities
 COPY tsconfig.json ./
+# AUDIT_CHECKPOINT_DIR in docker-compose.yml: a volume mounted here keeps this owner.
+RUN mkdir -p /var/lib/ledgerlock/audit-checkpoints && chown node:node /var/lib/ledgerlock/audit-checkpoints
 USER node
 ENTRYPOINT ["node", "bin/ledgerlock.js"]
 CMD ["api"]

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import pg from 'pg';
-import { loadConfig, type Config } from '../src/config/config';
+import { loadConfig, type Config, ownerDatabaseUrl } from '../src/config/config';
 import { connectionOptions, createDb } from '../src/db/database';
 import { createKmsClient, ensureMasterKeys } from '../src/kms/kms-client';
 import { createLogger } from '../src/log';
@@ -159,7 +159,7 @@ async function main(): Promise<void> {
     };
 
     results.push(await scenario(world, 'postgres-connections-terminated', async (during) => {
-      const admin = new pg.Client(connectionOptions(config.databaseUrl));
+      const admin = new pg.Client(connectionOptions(ownerDatabaseUrl(config)));
       await admin.connect();
       try {
         await during(async (stillRunning) => {
@@ -252,7 +252,7 @@ async function scenario(world: World, name: string, inject: (during: During) => 
       }
     }),
   );
-  const db = createDb(world.config.databaseUrl, { max: 1 });
+  const db = createDb(ownerDatabaseUrl(world.config), { max: 1 });
   let compensatedInAudit = 0;
   try {
     const rows = await db.selectFrom('customers').select(['id', 'status']).where('id', 'in', accepted.length ? accepted.map((a) => a.customerId) : ['none']).execute();

@@ -7,6 +7,8 @@ import type { Express } from 'express';
 import type { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { createActorOf } from './audit/audit-actor';
 import { appendAuditEntry } from './audit/audit-dal';
+import { startConfiguredCheckpointer } from './audit/audit-checkpoints';
+import { assertLeastPrivilege } from './db/least-privilege';
 import { createAuditRouter } from './audit/audit-routes';
 import { ensureKeyRotationSchedule } from './keys/key-rotation-service';
 import { createKeyRotationRouter } from './keys/key-rotation-routes';
@@ -40,10 +42,11 @@ export interface RunningServer extends Running {
 const WORKER_RESTART_MS = { first: 1_000, max: 30_000 } as const;
 
 /**
- * Starts the workers (general and Stripe task queues) and resolves once they poll.
- * A worker that fails later (its connection to Temporal lost for longer than the SDK
- * retries, say) is not the end of the process: the pair is rebuilt on a fresh connection,
- * with backoff, until it polls again. `stop` drains in-flight tasks first.
+ * Starts the workers (general and Stripe task queues) and the audit checkpointer, and
+ * resolves once they poll. A worker that fails later (its connection to Temporal lost for
+ * longer than the SDK retries, say) is not the end of the process: the pair is rebuilt on a
+ * fresh connection, with backoff, until it polls again. `stop` drains in-flight tasks
+ * first, then checkpoints.
  */
 export async function startWorker(
   config: Config,
@@ -51,6 +54,7 @@ export async function startWorker(
   services: Services,
   workflowBundle?: WorkflowBundleOption,
 ): Promise<Running> {
+  await assertLeastPrivilege(services.db, log);
   // The rotation schedule exists wherever workers run; creating it again only updates it.
   const client = await connectClient(config, services.dataConverter);
   try {
@@ -116,6 +120,8 @@ export async function startWorker(
   };
 
   const supervision = supervise((await launch()).runs);
+  // Workers outlive API processes and run wherever Ledgerlock runs: they sign the audit chain's head.
+  const checkpointer = startConfiguredCheckpointer(config, { db: services.db, kms: services.kms, log });
   return {
     async stop() {
       stopping = true;
@@ -123,6 +129,8 @@ export async function startWorker(
       for (const worker of current?.workers ?? []) if (worker.getState() === 'RUNNING') worker.shutdown();
       await current?.runs.catch(() => undefined);
       await supervision;
+      // After the last activity: its audit entries get their checkpoint.
+      await checkpointer.stop();
       await current?.connection.close();
     },
   };
@@ -133,6 +141,7 @@ export async function startWorker(
  * workflows; resolves once it listens. HTTPS with TLS 1.3 at least when given a certificate.
  */
 export async function startApi(config: Config, log: Logger, services: Services): Promise<RunningServer> {
+  await assertLeastPrivilege(services.db, log);
   // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
   const guard = authorize(createTokenVerifier(config), log, createActorOf({ kms: services.kms, config }));
@@ -170,6 +179,7 @@ export async function startApi(config: Config, log: Logger, services: Services):
 
 /** Starts the codec server the Temporal Web UI decodes payloads through. */
 export async function startCodecServer(config: Config, log: Logger, services: Services): Promise<RunningServer> {
+  await assertLeastPrivilege(services.db, log);
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
   const app = createCodecApp({
     codec: services.dataConverter.payloadCodecs![0]!,

@@ -17,7 +17,7 @@ import { createDataConverter } from './temporal/data-converter';
  * and codec server: one pool, one KMS client, one data-key cache, one data converter.
  */
 export interface Services {
-  /** Connected as the application role (DATABASE_APP_ROLE). */
+  /** Connected as the application's LOGIN role (DATABASE_APP_URL): it can append to the audit trail, never rewrite it. */
   readonly db: Db;
   readonly kms: KMSClient;
   readonly stripe: Stripe;
@@ -31,10 +31,10 @@ export interface Services {
 }
 
 export function createServices(config: Config, log: Pick<Logger, 'warn'>): Services {
-  const db = createDb(config.databaseUrl, { role: config.databaseAppRole, log });
+  const db = createDb(config.databaseAppUrl, { log });
   const kms = createKmsClient(config);
   const dataKeys = new DataKeys({ db, kms, cache: new DataKeyCache(config.dataKeyCache), config });
-  const destructions = listenForDestroyedKeys(config.databaseUrl, dataKeys, log);
+  const destructions = listenForDestroyedKeys(config.databaseAppUrl, dataKeys, log);
   return {
     db,
     kms,

@@ -31,7 +31,7 @@ const ROUNDS = 5;
 export async function envelopeBenchmark(): Promise<BenchResult> {
   const { stack, stop } = await startTestServers('bench-envelope');
   const config = loadConfig(envFor(stack));
-  const db = createDb(config.databaseUrl, { max: 2 });
+  const db = createDb(config.databaseUrl!, { max: 2 });
   const kms = createKmsClient(config);
   const kmsCalls: string[] = [];
   const countingKms = { send: (command: { constructor: { name: string } }) => (kmsCalls.push(command.constructor.name), kms.send(command as never)) };

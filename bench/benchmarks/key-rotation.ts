@@ -28,7 +28,7 @@ const BATCH = 200;
 export async function keyRotationBenchmark(): Promise<BenchResult> {
   const { stack, stop } = await startTestServers('bench-rotation');
   const config = loadConfig(envFor(stack, { KEY_ROTATION_BATCH_SIZE: String(BATCH) }));
-  const db = createDb(config.databaseUrl, { max: 8 });
+  const db = createDb(config.databaseUrl!, { max: 8 });
   const kms = createKmsClient(config);
   try {
     const alias = masterKeyAlias(config, 'eu');

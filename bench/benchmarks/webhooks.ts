@@ -19,7 +19,7 @@ const CONNECTIONS = 10;
 const DURATION_SECONDS = 10;
 const WARM_UP_SECONDS = 2;
 const TARGET_P99_MS = 50;
-/** The application role the API runs as (DATABASE_APP_ROLE's default, created by the migrations). */
+/** The application role the API runs as (DATABASE_APP_URL's local default user, created by the migrations); here taken with SET ROLE. */
 const APP_ROLE = 'ledgerlock_app';
 
 /**

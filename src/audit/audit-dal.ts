@@ -69,8 +69,8 @@ export async function listAuditEntries(db: Db, options: { afterSeq?: string | un
  * Walks the whole chain, a batch at a time, and names the first entry that fails:
  * a `prev_hash` that does not link to the previous entry (an entry deleted before it, named
  * as missing when its seq also skips; or reordered, relinked), or content that no longer
- * matches its hash (edited). Deleting the newest entries leaves no trace here: compare the last
- * hash with one kept elsewhere for that.
+ * matches its hash (edited). Deleting the newest entries, or rewriting and rehashing the whole
+ * chain, leaves no trace here: the signed checkpoints (audit-verify.ts) find those.
  */
 export async function verifyAuditChain(db: Db, options: { batchSize?: number } = {}): Promise<AuditChainVerdict> {
   const batchSize = options.batchSize ?? 1000;
@@ -86,12 +86,12 @@ export async function verifyAuditChain(db: Db, options: { batchSize?: number } =
       if (row.prev_hash !== prevHash) {
         if (seq !== prevSeq + 1n) {
           const missing = seq - prevSeq === 2n ? `entry #${prevSeq + 1n} is` : `entries #${prevSeq + 1n} to #${seq - 1n} are`;
-          return { ok: false, brokenAt: row.seq, reason: `${missing} missing` };
+          return { ok: false, brokenAt: row.seq, reason: `${missing} missing`, tampering: 'deleted' };
         }
-        return { ok: false, brokenAt: row.seq, reason: prevSeq === 0n ? 'the first entry does not start the chain' : `it does not link to entry #${prevSeq}` };
+        return { ok: false, brokenAt: row.seq, reason: prevSeq === 0n ? 'the first entry does not start the chain' : `it does not link to entry #${prevSeq}`, tampering: 'relinked' };
       }
       if (auditHash(row.prev_hash, toContent(row)) !== row.hash) {
-        return { ok: false, brokenAt: row.seq, reason: 'its content does not match its hash' };
+        return { ok: false, brokenAt: row.seq, reason: 'its content does not match its hash', tampering: 'edited' };
       }
       prevSeq = seq;
       prevHash = row.hash;

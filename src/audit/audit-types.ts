@@ -43,10 +43,17 @@ export interface AuditEntry {
   readonly hash: string;
 }
 
+/**
+ * What was done to the audit trail: an entry's content changed, an entry removed, a link
+ * forged, the newest entries cut off, the chain rewritten and rehashed, or a checkpoint
+ * that KMS did not sign.
+ */
+export type AuditTampering = 'edited' | 'deleted' | 'relinked' | 'truncated' | 'rewritten' | 'forged-checkpoint';
+
 export type AuditChainVerdict =
   | { readonly ok: true; readonly entries: number }
   /** `brokenAt` is the seq of the first entry that fails; `reason` names no content. */
-  | { readonly ok: false; readonly brokenAt: string; readonly reason: string };
+  | { readonly ok: false; readonly brokenAt: string; readonly reason: string; readonly tampering: 'edited' | 'deleted' | 'relinked' };
 
 /**
  * An entry the audit trail refuses, e.g. one carrying what looks like personal data.

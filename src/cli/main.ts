@@ -3,9 +3,12 @@ import { parseArgs } from 'node:util';
 import { isScope, SCOPES, type Scope } from '../auth/scopes';
 import { ensureLocalSigningKey } from '../auth/signing-keys';
 import { assertLocalMintingAllowed, MAX_LOCAL_TOKEN_TTL_SECONDS, mintToken, TokenMintingRefusedError } from '../auth/tokens';
-import { verifyAuditChain } from '../audit/audit-dal';
-import { ConfigError, loadConfig, type Config } from '../config/config';
+import { checkpointSinkFor, databaseName } from '../audit/audit-checkpoints';
+import { verifyAuditTrail } from '../audit/audit-verify';
+import { auditCheckpointKeyAlias, ConfigError, loadConfig, ownerDatabaseUrl, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
+import { createKmsClient } from '../kms/kms-client';
+import { LeastPrivilegeError } from '../db/least-privilege';
 import { migrate, type MigrateDirection } from '../db/migrate';
 import { createLogger, errorMessage, type Logger } from '../log';
 import { startApi, startApp, startCodecServer, startWorker, type Running } from '../runtime';
@@ -32,7 +35,8 @@ Commands:
                            (what \`npm start\` supervises and restarts)
   setup                    build the pinned local servers into the tools folder
   migrate [latest|up|down] apply database migrations (default: latest)
-  audit verify             check the audit trail's hash chain; exits 1 naming the first broken entry
+  audit verify             check the audit trail's hash chain and its signed checkpoints;
+                           exits 1 naming each tampering found
   worker                   run a worker against the configured Temporal
   api                      run the HTTP API against the configured Temporal
   codec-server             run the codec server the Temporal Web UI decodes payloads through
@@ -59,7 +63,7 @@ class UsageError extends Error {
 }
 
 /** Errors whose message is written for the operator: printed without a stack trace. */
-const OPERATOR_ERRORS = [UsageError, ConfigError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError, TriggerError, RotationAlreadyRunningError];
+const OPERATOR_ERRORS = [UsageError, ConfigError, LeastPrivilegeError, AlreadyRunningError, PortInUseError, SetupError, StartupError, TokenMintingRefusedError, TriggerError, RotationAlreadyRunningError];
 
 export function run(argv: string[]): void {
   const [command, ...rest] = argv;
@@ -201,8 +205,9 @@ async function migrateCommand(direction: string): Promise<void> {
     throw new UsageError(`expected latest, up or down, got ${direction}`);
   }
   const { config } = setUp();
-  await ensureDatabase(config.databaseUrl);
-  const db = createDb(config.databaseUrl, { max: 1 });
+  const ownerUrl = ownerDatabaseUrl(config);
+  await ensureDatabase(ownerUrl);
+  const db = createDb(ownerUrl, { max: 1 });
   try {
     const names = await migrate(db, direction as MigrateDirection);
     process.stdout.write(names.length ? `${direction === 'down' ? 'reverted' : 'applied'}: ${names.join(', ')}\n` : 'nothing to do\n');
@@ -211,20 +216,38 @@ async function migrateCommand(direction: string): Promise<void> {
   }
 }
 
+/**
+ * `audit verify`: the chain and every signed checkpoint. Prints one line per tampering
+ * found and exits 1, or one line saying what is intact and how far checkpoints pin it.
+ */
 async function auditCommand(args: string[]): Promise<void> {
   if (args.length !== 1 || args[0] !== 'verify') throw new UsageError(`expected audit verify\n\n${USAGE}`);
   const { config } = setUp();
-  // The migration owner's connection: verifying only reads, and must work whatever the app role is.
-  const db = createDb(config.databaseUrl, { max: 1 });
+  // Verifying only reads: the application role suffices, and no owner's password is needed.
+  const db = createDb(config.databaseAppUrl, { max: 1 });
+  const kms = createKmsClient(config);
   try {
-    const verdict = await verifyAuditChain(db);
-    if (verdict.ok) {
-      process.stdout.write(`audit trail intact: ${verdict.entries} entries\n`);
-    } else {
-      process.stdout.write(`audit trail broken at entry #${verdict.brokenAt}: ${verdict.reason}\n`);
+    const verdict = await verifyAuditTrail({
+      db,
+      kms,
+      sink: checkpointSinkFor(config),
+      keyId: auditCheckpointKeyAlias(config),
+      database: databaseName(config.databaseAppUrl),
+    });
+    if (!verdict.ok) {
+      for (const problem of verdict.problems) process.stdout.write(`audit trail broken at ${problem.at}: ${problem.reason}\n`);
       process.exitCode = 1;
+      return;
     }
+    const newest = verdict.newestCheckpoint;
+    const pinned = newest
+      ? `, ${verdict.checkpoints} signed checkpoint${verdict.checkpoints === 1 ? '' : 's'}, the newest for entry #${newest.seq} at ${newest.createdAt}${verdict.unpinned > 0 ? `; ${verdict.unpinned} newer entries not yet checkpointed` : ''}`
+      : verdict.entries > 0
+        ? '; no signed checkpoint yet, so a cut tail or a rehashed chain would not show'
+        : '';
+    process.stdout.write(`audit trail intact: ${verdict.entries} entries${pinned}\n`);
   } finally {
+    kms.destroy();
     await db.destroy();
   }
 }
@@ -295,7 +318,7 @@ async function stripeCommand(args: string[]): Promise<void> {
   if (values.api !== undefined && !/^https?:\/\/[^\s]+$/.test(values.api)) throw new UsageError('--api must be an http(s) URL');
 
   const config = loadConfig();
-  const db = createDb(config.databaseUrl, { max: 1, role: config.databaseAppRole });
+  const db = createDb(config.databaseAppUrl, { max: 1 });
   try {
     const result = await triggerStripeEvent(config, db, createStripe(config), {
       type,

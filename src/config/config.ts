@@ -27,8 +27,8 @@ export const ENV_DOCS = {
   LOG_LEVEL: '`debug`, `info` (default), `warn` or `error`',
   API_HOST: 'address the API binds to (default `127.0.0.1`)',
   API_PORT: 'API port (default 3000; 0 picks a free one)',
-  DATABASE_URL: 'PostgreSQL URL (default `postgres://127.0.0.1:5432/ledgerlock`; required in production)',
-  DATABASE_APP_ROLE: 'role the API and worker switch to after connecting (the connecting user must be a member), so they cannot rewrite the audit trail (default `ledgerlock_app`, which the migrations create; `none` keeps the connecting user)',
+  DATABASE_URL: 'PostgreSQL URL of the database owner, used only by `migrate` (and `npm start`\'s migrations) (default `postgres://127.0.0.1:5432/ledgerlock`; give it to the migrate job only in production)',
+  DATABASE_APP_URL: 'PostgreSQL URL of the application\'s own LOGIN role, which the API, worker and codec server connect as: it may only read and append to the audit trail and owns nothing (local default: DATABASE_URL as user `ledgerlock_app`, which the migrations let log in; required in production)',
   TEMPORAL_ADDRESS: 'Temporal frontend `host:port` (local default `127.0.0.1:<TEMPORAL_PORT>`; required in production)',
   TEMPORAL_NAMESPACE: 'Temporal namespace (default `default`)',
   TEMPORAL_TASK_QUEUE: 'task queue of workflows and general activities (default `ledgerlock`)',
@@ -71,6 +71,9 @@ export const ENV_DOCS = {
   KEY_ROTATION_INTERVAL_DAYS: 'days between scheduled master key rotations (default 90, the cryptoperiod; the `key-rotation` schedule is created or updated at start)',
   KEY_ROTATION_GRACE_SECONDS: 'how long an old master key stays decrypt-only after a rotation before it is retired (default 604800 = 7 days; at least DATA_KEY_CACHE_MAX_AGE_SECONDS; old codec keys are never retired automatically)',
   KEY_ROTATION_BATCH_SIZE: 'data keys re-wrapped and verified per batch, each batch heartbeating its cursor (default 200)',
+  AUDIT_CHECKPOINT_DIR: 'append-only folder the workers write signed audit checkpoints to, one file per checkpoint, each database in a subfolder of its name (default `<LEDGERLOCK_DATA_DIR>/audit-checkpoints`; required in production, on write-once storage)',
+  AUDIT_CHECKPOINT_INTERVAL_SECONDS: 'longest time a new audit entry waits for a signed checkpoint (default 300)',
+  AUDIT_CHECKPOINT_EVERY_ENTRIES: 'audit entries after which a checkpoint is written without waiting for the interval (default 1000)',
 } as const;
 
 export type EnvName = keyof typeof ENV_DOCS;
@@ -92,11 +95,10 @@ const rawSchema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
     .optional(),
-  // A plain identifier: it is quoted into SET ROLE, but there is no reason to allow more.
-  DATABASE_APP_ROLE: z
+  DATABASE_APP_URL: z
     .string()
-    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case PostgreSQL role name, or none')
-    .default('ledgerlock_app'),
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+    .optional(),
   TEMPORAL_ADDRESS: z
     .string()
     .regex(/^[^\s:/]+:\d{1,5}$/, 'must be host:port')
@@ -166,6 +168,9 @@ const rawSchema = z.object({
   KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   KEY_ROTATION_GRACE_SECONDS: z.coerce.number().int().min(0).max(365 * 86_400).default(7 * 86_400),
   KEY_ROTATION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
+  AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
+  AUDIT_CHECKPOINT_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
+  AUDIT_CHECKPOINT_EVERY_ENTRIES: z.coerce.number().int().min(1).max(1_000_000).default(1000),
 });
 
 type Raw = z.infer<typeof rawSchema>;
@@ -185,9 +190,10 @@ export interface Config {
   readonly toolsDir: string;
   readonly logLevel: LogLevel;
   readonly api: { readonly host: string; readonly port: number };
-  readonly databaseUrl: string;
-  /** The role the API and worker SET after connecting; absent (DATABASE_APP_ROLE=none) to stay the connecting user. Migrations never use it. */
-  readonly databaseAppRole?: string;
+  /** The owner's URL, for migrations only; absent in a production process that does not migrate (see {@link ownerDatabaseUrl}). */
+  readonly databaseUrl?: string;
+  /** The application role's URL: what the API, worker and codec server connect with. */
+  readonly databaseAppUrl: string;
   readonly temporal: {
     readonly address: string;
     readonly namespace: string;
@@ -245,6 +251,8 @@ export interface Config {
   /** Dunning policies: the default and per-price overrides. */
   readonly dunning: DunningPolicies;
   readonly keyRotation: { readonly intervalDays: number; readonly graceSeconds: number; readonly batchSize: number };
+  /** Signed checkpoints of the audit chain's head, written outside PostgreSQL. */
+  readonly auditCheckpoints: { readonly dir: string; readonly intervalMs: number; readonly everyEntries: number };
 }
 
 export class ConfigError extends Error {
@@ -291,7 +299,7 @@ function pickKnown(env: NodeJS.ProcessEnv): Record<string, string> {
 }
 
 function productionProblems(raw: Raw): { variable: string; message: string }[] {
-  const required: EnvName[] = ['DATABASE_URL', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
+  const required: EnvName[] = ['DATABASE_APP_URL', 'AUDIT_CHECKPOINT_DIR', 'TEMPORAL_ADDRESS', 'STRIPE_SECRET_KEY', 'STRIPE_WEBHOOK_SECRET', 'AWS_REGION', 'AUTH_ISSUER', 'AUTH_JWKS_URL', 'CODEC_CORS_ORIGINS'];
   const problems = required
     .filter((name) => raw[name] === undefined)
     .map((variable) => ({ variable, message: 'required when LEDGERLOCK_MODE=production' }));
@@ -359,9 +367,9 @@ function build(raw: Raw, cwd: string): Config {
     logLevel: raw.LOG_LEVEL,
     api: { host: raw.API_HOST, port: raw.API_PORT },
     // Local only: the machine's own PostgreSQL with trust auth.
-    databaseUrl: raw.DATABASE_URL ?? 'postgres://127.0.0.1:5432/ledgerlock',
-    // `none` rather than empty, since an empty variable means "unset" and so the default.
-    ...opt('databaseAppRole', raw.DATABASE_APP_ROLE === 'none' ? undefined : raw.DATABASE_APP_ROLE),
+    ...opt('databaseUrl', raw.DATABASE_URL ?? (local ? LOCAL_DATABASE_URL : undefined)),
+    // Production requires it (productionProblems), so the fallback is local only.
+    databaseAppUrl: raw.DATABASE_APP_URL ?? localAppDatabaseUrl(raw.DATABASE_URL ?? LOCAL_DATABASE_URL),
     temporal: {
       address: raw.TEMPORAL_ADDRESS ?? `127.0.0.1:${raw.TEMPORAL_PORT}`,
       namespace: raw.TEMPORAL_NAMESPACE,
@@ -411,6 +419,11 @@ function build(raw: Raw, cwd: string): Config {
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
     keyRotation: { intervalDays: raw.KEY_ROTATION_INTERVAL_DAYS, graceSeconds: raw.KEY_ROTATION_GRACE_SECONDS, batchSize: raw.KEY_ROTATION_BATCH_SIZE },
+    auditCheckpoints: {
+      dir: path.resolve(cwd, raw.AUDIT_CHECKPOINT_DIR ?? path.join(raw.LEDGERLOCK_DATA_DIR, 'audit-checkpoints')),
+      intervalMs: raw.AUDIT_CHECKPOINT_INTERVAL_SECONDS * 1000,
+      everyEntries: raw.AUDIT_CHECKPOINT_EVERY_ENTRIES,
+    },
     // Validated in crossFieldProblems before build runs.
     dunning: buildDunningPolicies(
       raw.DUNNING_POLICY ? (JSON.parse(raw.DUNNING_POLICY) as PolicyOverride) : undefined,
@@ -429,6 +442,37 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+const LOCAL_DATABASE_URL = 'postgres://127.0.0.1:5432/ledgerlock';
+
+/** The application's LOGIN role, which the migrations grant to: its name is fixed, like the tables'. */
+export const APP_DATABASE_ROLE = 'ledgerlock_app';
+
+/**
+ * Local only: the owner's URL as the application role, with no password (trust or peer
+ * authentication on a developer's machine; production names DATABASE_APP_URL).
+ */
+function localAppDatabaseUrl(ownerUrl: string): string {
+  const url = new URL(ownerUrl);
+  url.username = APP_DATABASE_ROLE;
+  url.password = '';
+  return url.toString();
+}
+
+/**
+ * The owner's URL, which only migrations use.
+ *
+ * @throws ConfigError naming DATABASE_URL when this process was not given it.
+ */
+export function ownerDatabaseUrl(config: Pick<Config, 'databaseUrl'>): string {
+  if (config.databaseUrl === undefined) throw new ConfigError([{ variable: 'DATABASE_URL', message: 'required to migrate: the database owner\'s URL' }]);
+  return config.databaseUrl;
+}
+
+/** The alias of the HMAC key that signs audit checkpoints. */
+export function auditCheckpointKeyAlias(config: Pick<Config, 'kms'>): string {
+  return `${config.kms.aliasPrefix}-audit-checkpoints`;
 }
 
 /** The alias of the master key Temporal payload keys are generated under. */

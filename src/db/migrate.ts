@@ -7,6 +7,7 @@ import * as stripeEvents from './migrations/2026-11-22T01-00-stripe-events';
 import * as dunning from './migrations/2026-11-22T02-00-dunning';
 import * as keyRotation from './migrations/2026-11-22T03-00-key-rotation';
 import * as apiIdempotencyResponses from './migrations/2026-12-02T00-00-api-idempotency-responses';
+import * as appLoginRole from './migrations/2026-12-02T00-00-app-login-role';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -21,6 +22,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-11-22T02-00-dunning': dunning,
   '2026-11-22T03-00-key-rotation': keyRotation,
   '2026-12-02T00-00-api-idempotency-responses': apiIdempotencyResponses,
+  '2026-12-02T00-00-app-login-role': appLoginRole,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {

@@ -2,12 +2,15 @@ import {
   CreateAliasCommand,
   CreateKeyCommand,
   DescribeKeyCommand,
+  GenerateMacCommand,
   KMSClient,
+  KMSInvalidMacException,
   NotFoundException,
+  VerifyMacCommand,
   type KeySpec,
   type KeyUsageType,
 } from '@aws-sdk/client-kms';
-import { auditActorKeyAlias, codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
+import { auditActorKeyAlias, auditCheckpointKeyAlias, codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
 
 /**
  * One KMS client for AWS KMS and local-kms alike: only the endpoint (and, locally, the
@@ -26,8 +29,9 @@ export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
 }
 
 /**
- * Makes sure every region, the Temporal payload codec and the audit trail's actor
- * pseudonyms (an HMAC key) have their key alias. Against the embedded local-kms the
+ * Makes sure every region, the Temporal payload codec, the audit trail's actor pseudonyms
+ * and the audit checkpoints have their key alias (the last two are HMAC keys: KMS computes
+ * and checks MACs, the key never leaves it). Against the embedded local-kms the
  * missing keys are created (first start); elsewhere keys are provisioned by the operator,
  * so a missing alias is an error that names it.
  *
@@ -38,13 +42,14 @@ export async function ensureMasterKeys(
   config: Pick<Config, 'kms' | 'regions'>,
 ): Promise<string[]> {
   const created: string[] = [];
-  const symmetric = { spec: 'SYMMETRIC_DEFAULT', usage: 'ENCRYPT_DECRYPT' } as const satisfies { spec: KeySpec; usage: KeyUsageType };
+  const encryption = { KeySpec: 'SYMMETRIC_DEFAULT', KeyUsage: 'ENCRYPT_DECRYPT' } as const satisfies { KeySpec: KeySpec; KeyUsage: KeyUsageType };
   const wanted = [
-    ...config.regions.map((region) => ({ alias: masterKeyAlias(config, region), purpose: `region ${region}`, ...symmetric })),
-    { alias: codecKeyAlias(config), purpose: 'Temporal payloads', ...symmetric },
-    { alias: auditActorKeyAlias(config), purpose: 'audit actor pseudonyms', spec: 'HMAC_256', usage: 'GENERATE_VERIFY_MAC' } as const,
+    ...config.regions.map((region) => ({ alias: masterKeyAlias(config, region), purpose: `region ${region}`, spec: encryption })),
+    { alias: codecKeyAlias(config), purpose: 'Temporal payloads', spec: encryption },
+    { alias: auditActorKeyAlias(config), purpose: 'audit actor pseudonyms', spec: { KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC' } as const },
+    { alias: auditCheckpointKeyAlias(config), purpose: 'audit checkpoints', spec: AUDIT_CHECKPOINT_KEY_SPEC },
   ];
-  for (const { alias, purpose, spec, usage } of wanted) {
+  for (const { alias, purpose, spec } of wanted) {
     if (await aliasExists(kms, alias)) continue;
     if (!config.kms.local) {
       throw new Error(`KMS master key ${alias} (${purpose}) does not exist; create it before starting Ledgerlock`);
@@ -52,8 +57,7 @@ export async function ensureMasterKeys(
     const key = await kms.send(
       new CreateKeyCommand({
         Description: `Ledgerlock key for ${purpose} (local development)`,
-        KeySpec: spec,
-        KeyUsage: usage,
+        ...spec,
       }),
     );
     await kms.send(new CreateAliasCommand({ AliasName: alias, TargetKeyId: key.KeyMetadata!.KeyId! }));
@@ -68,6 +72,32 @@ async function aliasExists(kms: KMSClient, alias: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (err instanceof NotFoundException) return false;
+    throw err;
+  }
+}
+
+/** What the audit checkpoint key must be, wherever it is provisioned. */
+export const AUDIT_CHECKPOINT_KEY_SPEC = { KeySpec: 'HMAC_256', KeyUsage: 'GENERATE_VERIFY_MAC' } as const satisfies { KeySpec: KeySpec; KeyUsage: KeyUsageType };
+const MAC_ALGORITHM = 'HMAC_SHA_256';
+
+/** The HMAC of `message` under the KMS key `keyId` (RFC 2104, HMAC-SHA-256), and the key's ARN. */
+export async function generateMac(kms: KMSClient, keyId: string, message: Buffer): Promise<{ mac: Buffer; keyArn: string }> {
+  const out = await kms.send(new GenerateMacCommand({ KeyId: keyId, Message: message, MacAlgorithm: MAC_ALGORITHM }));
+  if (!out.Mac || !out.KeyId) throw new Error('KMS GenerateMac returned no MAC');
+  return { mac: Buffer.from(out.Mac), keyArn: out.KeyId };
+}
+
+/**
+ * Whether `mac` is the HMAC of `message` under `keyId`. AWS KMS rejects a wrong MAC with
+ * KMSInvalidMacException; local-kms answers `MacValid: false`: both are `false` here, and
+ * only an explicit `MacValid: true` is `true`. Other errors (unreachable, key disabled) throw.
+ */
+export async function verifyMac(kms: KMSClient, keyId: string, message: Buffer, mac: Buffer): Promise<boolean> {
+  try {
+    const out = await kms.send(new VerifyMacCommand({ KeyId: keyId, Message: message, Mac: mac, MacAlgorithm: MAC_ALGORITHM }));
+    return out.MacValid === true;
+  } catch (err) {
+    if (err instanceof KMSInvalidMacException) return false;
     throw err;
   }
 }

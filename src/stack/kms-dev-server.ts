@@ -12,12 +12,21 @@ import path from 'node:path';
  *
  * It exists because the pinned local-kms cannot be installed on machines whose Go module
  * proxy does not serve it; with `LOCAL_KMS_PATH` set, local-kms is used instead. Key
- * material is real (AES-256-GCM, encryption context as AAD; HMAC keys for GenerateMac and
- * VerifyMac) but kept in a plain JSON file:
- * never use this outside development and tests. Signatures are not checked.
+ * material is real (AES-256-GCM, encryption context as AAD; RFC 2104 HMAC for HMAC keys)
+ * but kept in a plain JSON file: never use this outside development and tests. Request
+ * signatures are not checked.
  */
 
 const ACCOUNT_ID = '111122223333';
+/** HMAC key specs, each with its MAC algorithm and key length in bytes, as AWS KMS defines them. */
+const HMAC_SPECS = {
+  HMAC_224: { algorithm: 'HMAC_SHA_224', digest: 'sha224', bytes: 28 },
+  HMAC_256: { algorithm: 'HMAC_SHA_256', digest: 'sha256', bytes: 32 },
+  HMAC_384: { algorithm: 'HMAC_SHA_384', digest: 'sha384', bytes: 48 },
+  HMAC_512: { algorithm: 'HMAC_SHA_512', digest: 'sha512', bytes: 64 },
+} as const;
+type HmacSpec = keyof typeof HMAC_SPECS;
+const MAX_MAC_MESSAGE_BYTES = 4096;
 const CIPHERTEXT_VERSION = 1;
 const KEY_ID_BYTES = 36;
 
@@ -29,21 +38,11 @@ interface StoredKey {
   state: KeyState;
   created: number;
   deletionDate?: number;
-  /** Base64 key material: AES-256 for symmetric keys, HMAC key bytes for MAC keys. */
+  /** Absent in files written before HMAC keys existed: SYMMETRIC_DEFAULT. */
+  spec?: 'SYMMETRIC_DEFAULT' | HmacSpec;
+  /** Base64 key material: AES-256 for SYMMETRIC_DEFAULT, else the HMAC key. */
   material: string;
-  /** Absent in files written before MAC keys existed: SYMMETRIC_DEFAULT. */
-  spec?: KeySpec;
 }
-
-/** HMAC key specs and, as in AWS KMS, the one MAC algorithm and key length of each. */
-const HMAC_SPECS = {
-  HMAC_224: { algorithm: 'HMAC_SHA_224', hash: 'sha224', bytes: 28 },
-  HMAC_256: { algorithm: 'HMAC_SHA_256', hash: 'sha256', bytes: 32 },
-  HMAC_384: { algorithm: 'HMAC_SHA_384', hash: 'sha384', bytes: 48 },
-  HMAC_512: { algorithm: 'HMAC_SHA_512', hash: 'sha512', bytes: 64 },
-} as const;
-
-type KeySpec = 'SYMMETRIC_DEFAULT' | keyof typeof HMAC_SPECS;
 
 interface State {
   keys: Record<string, StoredKey>;
@@ -159,7 +158,7 @@ class DevKms {
       case 'GenerateDataKeyWithoutPlaintext':
         return this.generateDataKey(input, operation === 'GenerateDataKey');
       case 'Encrypt': {
-        const key = this.encrypting(str(input, 'KeyId'));
+        const key = this.usable(str(input, 'KeyId'));
         return this.encryptResult(key, blob(input, 'Plaintext'), context(input, 'EncryptionContext'));
       }
       case 'Decrypt':
@@ -178,49 +177,29 @@ class DevKms {
   }
 
   private createKey(input: Record<string, unknown>) {
-    const spec = String(input.KeySpec ?? input.CustomerMasterKeySpec ?? 'SYMMETRIC_DEFAULT');
-    const hmac = HMAC_SPECS[spec as keyof typeof HMAC_SPECS];
-    if (spec !== 'SYMMETRIC_DEFAULT' && !hmac) throw new KmsError('UnsupportedOperationException', `KeySpec ${spec} is not supported`);
-    const usage = input.KeyUsage ?? (hmac ? undefined : 'ENCRYPT_DECRYPT');
-    if (hmac && usage !== 'GENERATE_VERIFY_MAC') throw new KmsError('ValidationException', `KeyUsage must be GENERATE_VERIFY_MAC for KeySpec ${spec}`);
-    if (!hmac && usage !== 'ENCRYPT_DECRYPT') throw new KmsError('ValidationException', 'KeyUsage must be ENCRYPT_DECRYPT for KeySpec SYMMETRIC_DEFAULT');
+    const spec = input.KeySpec ?? input.CustomerMasterKeySpec ?? 'SYMMETRIC_DEFAULT';
+    let material: Buffer;
+    if (spec === 'SYMMETRIC_DEFAULT') {
+      if ((input.KeyUsage ?? 'ENCRYPT_DECRYPT') !== 'ENCRYPT_DECRYPT') throw new KmsError('ValidationException', 'KeyUsage must be ENCRYPT_DECRYPT for a SYMMETRIC_DEFAULT key');
+      material = randomBytes(32);
+    } else if (isHmacSpec(spec)) {
+      // As AWS KMS: an HMAC key needs its usage spelt out.
+      if (input.KeyUsage !== 'GENERATE_VERIFY_MAC') throw new KmsError('ValidationException', 'KeyUsage must be GENERATE_VERIFY_MAC for an HMAC key');
+      material = randomBytes(HMAC_SPECS[spec].bytes);
+    } else {
+      throw new KmsError('UnsupportedOperationException', `KeySpec ${String(spec)} is not supported by the development KMS`);
+    }
     const key: StoredKey = {
       keyId: randomUUID(),
       description: typeof input.Description === 'string' ? input.Description : '',
       state: 'Enabled',
       created: Date.now() / 1000,
-      material: randomBytes(hmac?.bytes ?? 32).toString('base64'),
-      ...(hmac ? { spec: spec as KeySpec } : {}),
+      ...(spec === 'SYMMETRIC_DEFAULT' ? {} : { spec }),
+      material: material.toString('base64'),
     };
     this.state.keys[key.keyId] = key;
     this.persist();
     return { KeyMetadata: this.metadata(key) };
-  }
-
-  /** HMAC of `Message` (at most 4096 bytes) under a GENERATE_VERIFY_MAC key, with its one algorithm. */
-  private generateMac(input: Record<string, unknown>) {
-    const { key, hmac, message } = this.macInput(input);
-    const mac = createHmac(hmac.hash, Buffer.from(key.material, 'base64')).update(message).digest();
-    return { KeyId: this.keyArn(key.keyId), Mac: mac.toString('base64'), MacAlgorithm: hmac.algorithm };
-  }
-
-  private verifyMac(input: Record<string, unknown>) {
-    const { key, hmac, message } = this.macInput(input);
-    const expected = createHmac(hmac.hash, Buffer.from(key.material, 'base64')).update(message).digest();
-    const given = blob(input, 'Mac');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new KmsError('KMSInvalidMacException', 'The MAC is not valid for this message and key.');
-    return { KeyId: this.keyArn(key.keyId), MacValid: true, MacAlgorithm: hmac.algorithm };
-  }
-
-  private macInput(input: Record<string, unknown>) {
-    const key = this.usable(str(input, 'KeyId'));
-    const hmac = key.spec && key.spec !== 'SYMMETRIC_DEFAULT' ? HMAC_SPECS[key.spec] : undefined;
-    if (!hmac) throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} is not a GENERATE_VERIFY_MAC key.`);
-    const algorithm = str(input, 'MacAlgorithm');
-    if (algorithm !== hmac.algorithm) throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} does not support MacAlgorithm ${algorithm}.`);
-    const message = blob(input, 'Message');
-    if (message.length < 1 || message.length > 4096) throw new KmsError('ValidationException', 'Message must be 1 to 4096 bytes');
-    return { key, hmac, message };
   }
 
   private setEnabled(keyId: string, enabled: boolean) {
@@ -282,7 +261,7 @@ class DevKms {
   }
 
   private generateDataKey(input: Record<string, unknown>, withPlaintext: boolean) {
-    const key = this.encrypting(str(input, 'KeyId'));
+    const key = this.usable(str(input, 'KeyId'));
     const spec = input.KeySpec;
     const bytes = num(input, 'NumberOfBytes') ?? (spec === 'AES_128' ? 16 : spec === 'AES_256' ? 32 : undefined);
     if (bytes === undefined || bytes < 1 || bytes > 1024) throw new KmsError('ValidationException', 'specify KeySpec (AES_128 or AES_256) or NumberOfBytes (1-1024)');
@@ -304,7 +283,7 @@ class DevKms {
     if (typeof input.SourceKeyId === 'string' && this.resolve(input.SourceKeyId).keyId !== source.keyId) {
       throw new KmsError('IncorrectKeyException', 'The source key ID does not identify the key that encrypted the ciphertext.');
     }
-    const destination = this.encrypting(str(input, 'DestinationKeyId'));
+    const destination = this.usable(str(input, 'DestinationKeyId'));
     const result = this.encryptResult(destination, plaintext, context(input, 'DestinationEncryptionContext'));
     return {
       ...result,
@@ -331,6 +310,7 @@ class DevKms {
     const key = this.state.keys[keyId];
     if (!key) throw invalidCiphertext();
     this.assertUsable(key);
+    if (hmacSpec(key)) throw wrongUsage(this.keyArn(key.keyId), 'GENERATE_VERIFY_MAC');
     const iv = ciphertext.subarray(1 + KEY_ID_BYTES, 1 + KEY_ID_BYTES + 12);
     const tag = ciphertext.subarray(1 + KEY_ID_BYTES + 12, header);
     try {
@@ -343,17 +323,43 @@ class DevKms {
     }
   }
 
+  /** A key that may encrypt: enabled, and symmetric. */
   private usable(keyRef: string): StoredKey {
     const key = this.resolve(keyRef);
     this.assertUsable(key);
+    if (hmacSpec(key)) throw wrongUsage(this.keyArn(key.keyId), 'GENERATE_VERIFY_MAC');
     return key;
   }
 
-  /** A key for Encrypt, GenerateDataKey and ReEncrypt: a MAC key encrypts nothing. */
-  private encrypting(keyRef: string): StoredKey {
-    const key = this.usable(keyRef);
-    if (key.spec && key.spec !== 'SYMMETRIC_DEFAULT') throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} is not an ENCRYPT_DECRYPT key.`);
-    return key;
+  /** An enabled HMAC key and the algorithm the request names, which must be the key's. */
+  private macKey(input: Record<string, unknown>): { key: StoredKey; spec: (typeof HMAC_SPECS)[HmacSpec]; message: Buffer } {
+    const key = this.resolve(str(input, 'KeyId'));
+    this.assertUsable(key);
+    const keySpec = hmacSpec(key);
+    if (!keySpec) throw wrongUsage(this.keyArn(key.keyId), 'ENCRYPT_DECRYPT');
+    const spec = HMAC_SPECS[keySpec];
+    const algorithm = str(input, 'MacAlgorithm');
+    if (algorithm !== spec.algorithm) throw new KmsError('InvalidKeyUsageException', `${this.keyArn(key.keyId)} key spec ${keySpec} does not support MacAlgorithm ${algorithm}.`);
+    const message = blob(input, 'Message');
+    if (message.length < 1 || message.length > MAX_MAC_MESSAGE_BYTES) throw new KmsError('ValidationException', `Message must be 1 to ${MAX_MAC_MESSAGE_BYTES} bytes`);
+    return { key, spec, message };
+  }
+
+  private generateMac(input: Record<string, unknown>) {
+    const { key, spec, message } = this.macKey(input);
+    const mac = createHmac(spec.digest, Buffer.from(key.material, 'base64')).update(message).digest();
+    return { KeyId: this.keyArn(key.keyId), Mac: mac.toString('base64'), MacAlgorithm: spec.algorithm };
+  }
+
+  /** As AWS KMS: a MAC that does not verify is an error (KMSInvalidMacException), never `MacValid: false`. */
+  private verifyMac(input: Record<string, unknown>) {
+    const { key, spec, message } = this.macKey(input);
+    const expected = createHmac(spec.digest, Buffer.from(key.material, 'base64')).update(message).digest();
+    const given = blob(input, 'Mac');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new KmsError('KMSInvalidMacException', 'The request was rejected because the HMAC verification failed.');
+    }
+    return { KeyId: this.keyArn(key.keyId), MacValid: true, MacAlgorithm: spec.algorithm };
   }
 
   private assertUsable(key: StoredKey): void {
@@ -380,7 +386,10 @@ class DevKms {
   }
 
   private metadata(key: StoredKey) {
-    const hmac = key.spec && key.spec !== 'SYMMETRIC_DEFAULT' ? HMAC_SPECS[key.spec] : undefined;
+    const keySpec = hmacSpec(key);
+    const usage = keySpec
+      ? { KeyUsage: 'GENERATE_VERIFY_MAC', KeySpec: keySpec, CustomerMasterKeySpec: keySpec, MacAlgorithms: [HMAC_SPECS[keySpec].algorithm] }
+      : { KeyUsage: 'ENCRYPT_DECRYPT', KeySpec: 'SYMMETRIC_DEFAULT', CustomerMasterKeySpec: 'SYMMETRIC_DEFAULT', EncryptionAlgorithms: ['SYMMETRIC_DEFAULT'] };
     return {
       AWSAccountId: ACCOUNT_ID,
       KeyId: key.keyId,
@@ -388,14 +397,11 @@ class DevKms {
       CreationDate: key.created,
       Enabled: key.state === 'Enabled',
       Description: key.description,
-      KeyUsage: hmac ? 'GENERATE_VERIFY_MAC' : 'ENCRYPT_DECRYPT',
       KeyState: key.state,
       ...(key.deletionDate ? { DeletionDate: key.deletionDate } : {}),
       Origin: 'AWS_KMS',
       KeyManager: 'CUSTOMER',
-      KeySpec: key.spec ?? 'SYMMETRIC_DEFAULT',
-      CustomerMasterKeySpec: key.spec ?? 'SYMMETRIC_DEFAULT',
-      ...(hmac ? { MacAlgorithms: [hmac.algorithm] } : { EncryptionAlgorithms: ['SYMMETRIC_DEFAULT'] }),
+      ...usage,
       MultiRegion: false,
     };
   }
@@ -407,6 +413,18 @@ class DevKms {
   private aliasArn(alias: string): string {
     return `arn:aws:kms:${this.region}:${ACCOUNT_ID}:${alias}`;
   }
+}
+
+function isHmacSpec(spec: unknown): spec is HmacSpec {
+  return typeof spec === 'string' && Object.hasOwn(HMAC_SPECS, spec);
+}
+
+function hmacSpec(key: StoredKey): HmacSpec | undefined {
+  return key.spec && key.spec !== 'SYMMETRIC_DEFAULT' ? key.spec : undefined;
+}
+
+function wrongUsage(keyArn: string, usage: string): KmsError {
+  return new KmsError('InvalidKeyUsageException', `${keyArn} key usage is ${usage} which is not valid for this operation.`);
 }
 
 function invalidCiphertext(): KmsError {

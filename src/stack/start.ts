@@ -1,7 +1,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Config } from '../config/config';
+import { ownerDatabaseUrl, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate } from '../db/migrate';
 import { createKmsClient, ensureMasterKeys } from '../kms/kms-client';
@@ -71,8 +71,10 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
       await mkdir(path.dirname(bundlePath), { recursive: true });
       await writeFile(bundlePath, code);
     });
-    const migrating = ensureDatabase(config.databaseUrl).then(async () => {
-      const db = createDb(config.databaseUrl, { max: 1 });
+    // The owner's connection, for migrations only; everything else connects as the application role.
+    const ownerUrl = ownerDatabaseUrl(config);
+    const migrating = ensureDatabase(ownerUrl).then(async () => {
+      const db = createDb(ownerUrl, { max: 1 });
       try {
         return await migrate(db);
       } finally {
@@ -111,7 +113,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
 }
 
 function describeEndpoints(config: Config, apiUrl: string, codecUrl: string): { name: string; where: string }[] {
-  const db = new URL(config.databaseUrl);
+  const db = new URL(config.databaseAppUrl);
   const endpoints = [
     { name: 'API', where: apiUrl },
     {
@@ -123,7 +125,7 @@ function describeEndpoints(config: Config, apiUrl: string, codecUrl: string): { 
   endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
   if (config.temporal.devServer) endpoints.push({ name: 'Temporal Web UI', where: `http://127.0.0.1:${config.temporal.devServer.uiPort}` });
   // Host and database only: DATABASE_URL may carry a password.
-  endpoints.push({ name: 'PostgreSQL', where: `${db.host}${db.pathname}` });
+  endpoints.push({ name: 'PostgreSQL', where: `${db.host}${db.pathname} (as ${decodeURIComponent(db.username)})` });
   endpoints.push({ name: 'KMS', where: config.kms.endpoint ?? `AWS KMS (${config.kms.region})` });
   endpoints.push({ name: 'Stripe', where: config.stripe.apiUrl ?? 'Stripe API (api.stripe.com)' });
   return endpoints;

@@ -8,7 +8,7 @@ import { createActorOf } from '../../src/audit/audit-actor';
 import { appendAuditEntry, listAuditEntries } from '../../src/audit/audit-dal';
 import { createTokenVerifier } from '../../src/auth/tokens';
 import { createCodecApp, SESSION_COOKIE } from '../../src/codec/codec-server';
-import { codecKeyAlias } from '../../src/config/config';
+import { codecKeyAlias, ownerDatabaseUrl } from '../../src/config/config';
 import { createDb, type Db } from '../../src/db/database';
 import { createKmsClient } from '../../src/kms/kms-client';
 import { createLogger } from '../../src/log';
@@ -47,7 +47,7 @@ describe('codec server for the Temporal Web UI', () => {
   };
 
   beforeAll(async () => {
-    db = createDb(config.databaseUrl, { max: 2 });
+    db = createDb(ownerDatabaseUrl(config), { max: 2 });
     kms = createKmsClient(config);
     codec = new KmsPayloadCodec({ kms, masterKeyId: codecKeyAlias(config), limits: config.dataKeyCache });
     ({ server, url } = await listen(codecApp(kms)));

@@ -44,7 +44,7 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
     closeWorkers = workers.close;
     workersDone = runWorkersUntil(workers.workers, new Promise<void>((resolve) => (stopWorkers = resolve)));
     client = await connectClient(cfg, api.services.dataConverter);
-    db = createDb(cfg.databaseUrl, { max: 2 });
+    db = createDb(cfg.databaseUrl!, { max: 2 });
     writer = await tokenFor(cfg, 'svc-signup', ['customers:write']);
     reader = await tokenFor(cfg, 'svc-support', ['customers:read']);
     eraser = await tokenFor(cfg, 'svc-privacy', ['customers:erase']);

@@ -23,7 +23,7 @@ describe('envelope encryption against KMS and PostgreSQL', () => {
   let dataKeys: DataKeys;
 
   beforeAll(() => {
-    db = createDb(config.databaseUrl, { max: 4 });
+    db = createDb(config.databaseUrl!, { max: 4 });
     kms = createKmsClient(config);
     kmsCalls = [];
     const counting = { send: (command: { constructor: { name: string } }) => (kmsCalls.push(command.constructor.name), kms.send(command as never)) };

@@ -1,3 +1,4 @@
+import { ownerDatabaseUrl } from '../../src/config/config';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { listAuditEntries } from '../../src/audit/audit-dal';
@@ -38,7 +39,7 @@ describe('erasure can be retried', () => {
     const cfg = config();
     api = await startTestApi(cfg);
     client = await connectClient(cfg, api.services.dataConverter);
-    db = createDb(cfg.databaseUrl, { max: 2 });
+    db = createDb(ownerDatabaseUrl(cfg), { max: 2 });
     writer = await tokenFor(cfg, 'svc-signup', ['customers:write']);
     reader = await tokenFor(cfg, 'svc-support', ['customers:read']);
     eraser = await tokenFor(cfg, 'svc-privacy', ['customers:erase']);

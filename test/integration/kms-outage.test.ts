@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { listAuditEntries } from '../../src/audit/audit-dal';
-import type { Config } from '../../src/config/config';
+import { ownerDatabaseUrl, type Config } from '../../src/config/config';
 import { createDb, type Db } from '../../src/db/database';
 import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
 import type { RunningServer } from '../../src/runtime';
@@ -48,7 +48,7 @@ describe('registration while KMS is down', () => {
     await ensureMasterKeys(keys, kmsConfig).finally(() => keys.destroy());
     api = await startTestApi(config);
     client = await connectClient(config, api.services.dataConverter);
-    db = createDb(config.databaseUrl, { max: 2 });
+    db = createDb(ownerDatabaseUrl(config), { max: 2 });
   });
   afterAll(async () => {
     await client?.connection.close();

@@ -1,6 +1,6 @@
 import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Config } from '../../src/config/config';
+import { ownerDatabaseUrl, type Config } from '../../src/config/config';
 import { createDb, dropDatabase, ensureDatabase, type Db } from '../../src/db/database';
 import { migrate } from '../../src/db/migrate';
 import { createLogger } from '../../src/log';
@@ -30,8 +30,8 @@ describe('webhook relay leases', () => {
     const url = new URL(testStack().databaseUrl);
     url.pathname = `${url.pathname}_lease`;
     config = testConfig({ DATABASE_URL: url.toString() });
-    await ensureDatabase(config.databaseUrl);
-    db = createDb(config.databaseUrl, { max: 2 });
+    await ensureDatabase(ownerDatabaseUrl(config));
+    db = createDb(ownerDatabaseUrl(config), { max: 2 });
     await migrate(db);
     services = createServices(config, createLogger('error'));
     recorders = await startSignalRecorders(config, services);
@@ -40,7 +40,7 @@ describe('webhook relay leases', () => {
     await recorders?.stop(subs);
     await services?.close();
     await db?.destroy();
-    if (config) await dropDatabase(config.databaseUrl);
+    if (config) await dropDatabase(ownerDatabaseUrl(config));
   });
 
   /** The real client, each signal waiting at `gate` first. */
@@ -62,7 +62,7 @@ describe('webhook relay leases', () => {
       await db
         .selectFrom('pg_stat_activity' as never)
         .select((eb) => eb.fn.countAll<string>().as('n'))
-        .where('datname' as never, '=', new URL(config.databaseUrl).pathname.slice(1) as never)
+        .where('datname' as never, '=', new URL(ownerDatabaseUrl(config)).pathname.slice(1) as never)
         .where('state' as never, 'like', 'idle in transaction%' as never)
         .executeTakeFirstOrThrow()
     ).n;

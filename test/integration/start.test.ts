@@ -7,7 +7,11 @@ import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { connectionOptions, dropDatabase } from '../../src/db/database';
+import { sql } from 'kysely';
+import { appendAuditEntry } from '../../src/audit/audit-dal';
+import { checkpointName } from '../../src/audit/audit-checkpoints';
+import { loadConfig } from '../../src/config/config';
+import { connectionOptions, createDb, dropDatabase } from '../../src/db/database';
 import { REPO_ROOT } from '../../src/stack/paths';
 import { freePort, tcpProbe } from '../../src/stack/process';
 import { spawnCli } from '../support/spawn';
@@ -89,8 +93,21 @@ describe('ledgerlock start (npm start)', () => {
     // The refused start disturbed nothing.
     expect((await fetch(`http://127.0.0.1:${ports.api}/healthz`)).status).toBe(200);
 
+    // An audit entry appended as the application role, which is what the stack runs as.
+    const app = createDb(loadConfig({ DATABASE_URL: databaseUrl }).databaseAppUrl, { max: 1 });
+    try {
+      await appendAuditEntry(app, { idempotencyKey: 'start-test:1', actor: 'svc-start-test', action: 'test.start', subjectType: 'test', subjectId: 't1' });
+      const { rows } = await sql<{ user: string }>`select current_user as user`.execute(app);
+      expect(rows[0]!.user).toBe('ledgerlock_app');
+    } finally {
+      await app.destroy();
+    }
+
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
+    // The stopping worker signed the chain's head into the data folder.
+    const checkpoint = path.join(dataDir, 'audit-checkpoints', new URL(databaseUrl).pathname.slice(1), checkpointName('1'));
+    expect(JSON.parse(readFileSync(checkpoint, 'utf8'))).toMatchObject({ seq: '1', database: new URL(databaseUrl).pathname.slice(1) });
     for (const port of Object.values(ports)) await expect(tcpProbe(port), `port ${port}`).rejects.toThrow();
     for (const server of run.servers) expect(pidAlive(server.pid), server.name).toBe(false);
     expect(existsSync(path.join(dataDir, 'ledgerlock.pid'))).toBe(false);

@@ -36,7 +36,7 @@ describe('subscriptions through the API', () => {
     workerEnv = testEnv({ ...overrides, LOG_LEVEL: 'info' });
     const config = testConfig(overrides);
     [api, worker] = await Promise.all([startTestApi(config), startWorker()]);
-    db = createDb(config.databaseUrl, { max: 2 });
+    db = createDb(config.databaseUrl!, { max: 2 });
     token = await tokenFor(config, 'svc-billing', ['subscriptions:write', 'subscriptions:read', 'refunds:write']);
   });
   afterAll(async () => {

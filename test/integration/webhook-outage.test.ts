@@ -48,8 +48,8 @@ describe('webhooks while Temporal is down', () => {
       });
     await startTemporal();
     expect(config.temporal.devServer).toBeDefined();
-    await ensureDatabase(config.databaseUrl);
-    db = createDb(config.databaseUrl, { max: 2 });
+    await ensureDatabase(config.databaseUrl!);
+    db = createDb(config.databaseUrl!, { max: 2 });
     await migrate(db);
 
     /**
@@ -78,7 +78,7 @@ describe('webhooks while Temporal is down', () => {
     await api?.stop();
     await temporal?.stop();
     await db?.destroy();
-    if (config) await dropDatabase(config.databaseUrl);
+    if (config) await dropDatabase(config.databaseUrl!);
     rmSync(dataDir, { recursive: true, force: true });
   });
 

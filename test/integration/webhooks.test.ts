@@ -32,7 +32,7 @@ describe('Stripe webhooks', () => {
     config = testConfig({ STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET, STRIPE_WEBHOOK_RETRY_MAX_SECONDS: '1' });
     api = await startTestApi(config, createLogger('info', {}, (line) => logLines.push(line)));
     recorders = await startSignalRecorders(config, api.services);
-    db = createDb(config.databaseUrl, { max: 4 });
+    db = createDb(config.databaseUrl!, { max: 4 });
   });
   afterAll(async () => {
     await recorders?.stop(started);

@@ -28,8 +28,8 @@ export async function rotationWorld(name: string, customers: number, overrides: 
     ...overrides,
   });
   const config = loadConfig(env);
-  await ensureDatabase(config.databaseUrl);
-  const owner = createDb(config.databaseUrl, { max: 4 });
+  await ensureDatabase(config.databaseUrl!);
+  const owner = createDb(config.databaseUrl!, { max: 4 });
   await migrate(owner);
   const kms = createKmsClient(config);
   // The shared KMS is a local one: create this world's keys as `npm start` would.
@@ -96,7 +96,7 @@ export async function rotationWorld(name: string, customers: number, overrides: 
       await services.close();
       kms.destroy();
       await owner.destroy();
-      await dropDatabase(config.databaseUrl);
+      await dropDatabase(config.databaseUrl!);
     },
   };
 }

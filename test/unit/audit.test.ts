@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { normaliseAuditInput } from '../../src/audit/audit-guard';
 import { auditHash, canonicalJson, GENESIS_HASH, type AuditContent } from '../../src/audit/audit-hash';
 import { AuditInputError, type AuditEntryInput } from '../../src/audit/audit-types';
-import { ConfigError, loadConfig } from '../../src/config/config';
+import { ConfigError, loadConfig, ownerDatabaseUrl } from '../../src/config/config';
 
 const NOW = new Date('2026-11-21T10:00:00.123Z');
 const valid: AuditEntryInput = {
@@ -84,12 +84,49 @@ describe('audit entry guard', () => {
   });
 });
 
-describe('DATABASE_APP_ROLE', () => {
-  it('defaults to ledgerlock_app, and none (not empty, which means unset) turns it off', () => {
-    expect(loadConfig({}).databaseAppRole).toBe('ledgerlock_app');
-    expect(loadConfig({ DATABASE_APP_ROLE: '' }).databaseAppRole).toBe('ledgerlock_app');
-    expect(loadConfig({ DATABASE_APP_ROLE: 'billing_rw' }).databaseAppRole).toBe('billing_rw');
-    expect(loadConfig({ DATABASE_APP_ROLE: 'none' }).databaseAppRole).toBeUndefined();
-    expect(() => loadConfig({ DATABASE_APP_ROLE: 'app"; drop table x' })).toThrow(ConfigError);
+describe('DATABASE_APP_URL', () => {
+  it('defaults locally to DATABASE_URL as the ledgerlock_app login role, without the owner\'s password', () => {
+    expect(loadConfig({}).databaseAppUrl).toBe('postgres://ledgerlock_app@127.0.0.1:5432/ledgerlock');
+    expect(loadConfig({ DATABASE_URL: 'postgres://owner:secret@db.internal:6432/billing?sslmode=require' }).databaseAppUrl).toBe(
+      'postgres://ledgerlock_app@db.internal:6432/billing?sslmode=require',
+    );
+    expect(loadConfig({ DATABASE_APP_URL: 'postgres://app:pw@db/ledgerlock' }).databaseAppUrl).toBe('postgres://app:pw@db/ledgerlock');
+    expect(() => loadConfig({ DATABASE_APP_URL: 'mysql://app@db/ledgerlock' })).toThrow(ConfigError);
+  });
+
+  it('is required in production, where DATABASE_URL (the owner) is only for migrations', () => {
+    const production = { LEDGERLOCK_MODE: 'production' } as const;
+    const problems = (() => {
+      try {
+        loadConfig(production);
+      } catch (err) {
+        return (err as ConfigError).problems.map((p) => p.variable);
+      }
+      return [];
+    })();
+    expect(problems).toContain('DATABASE_APP_URL');
+    expect(problems).toContain('AUDIT_CHECKPOINT_DIR');
+    expect(problems).not.toContain('DATABASE_URL');
+    expect(() => ownerDatabaseUrl({})).toThrow(/DATABASE_URL: required to migrate/);
+  });
+});
+
+describe('audit checkpoint settings', () => {
+  it('default to a folder in the data folder, five minutes and 1000 entries, and refuse nonsense', () => {
+    const config = loadConfig({ LEDGERLOCK_DATA_DIR: '/var/ll' });
+    expect(config.auditCheckpoints).toEqual({ dir: '/var/ll/audit-checkpoints', intervalMs: 300_000, everyEntries: 1000 });
+    expect(loadConfig({ AUDIT_CHECKPOINT_DIR: 'cp', AUDIT_CHECKPOINT_INTERVAL_SECONDS: '10', AUDIT_CHECKPOINT_EVERY_ENTRIES: '5' }, '/srv').auditCheckpoints).toEqual({
+      dir: '/srv/cp',
+      intervalMs: 10_000,
+      everyEntries: 5,
+    });
+    for (const [variable, value] of [
+      ['AUDIT_CHECKPOINT_INTERVAL_SECONDS', '0'],
+      ['AUDIT_CHECKPOINT_INTERVAL_SECONDS', 'hourly'],
+      ['AUDIT_CHECKPOINT_EVERY_ENTRIES', '0'],
+      ['AUDIT_CHECKPOINT_EVERY_ENTRIES', '2.5'],
+    ] as const) {
+      expect(() => loadConfig({ [variable]: value }), `${variable}=${value}`).toThrow(variable);
+    }
   });
 });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { COMMANDS } from '../../src/cli/main';
-import { ENV_DOCS, loadConfig, SDK_ENV } from '../../src/config/config';
+import { ENV_DOCS, loadConfig, ownerDatabaseUrl, SDK_ENV } from '../../src/config/config';
 import { REPO_ROOT } from '../../src/stack/paths';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
 
@@ -75,7 +75,8 @@ describe('docker-compose.yml', () => {
       for (const variable of Object.keys(service.environment!)) expect(known, variable).toContain(variable);
 
       const secrets = {
-        POSTGRES_PASSWORD: 'pw',
+        LEDGERLOCK_OWNER_DB_PASSWORD: 'owner-pw',
+        LEDGERLOCK_APP_DB_PASSWORD: 'app-pw',
         STRIPE_SECRET_KEY: 'sk_live_example',
         STRIPE_WEBHOOK_SECRET: 'whsec_exampleexampleexample',
         AWS_REGION: 'eu-central-1',
@@ -89,7 +90,11 @@ describe('docker-compose.yml', () => {
       expect(config.temporal.devServer).toBeUndefined();
       expect(config.kms.local).toBeUndefined();
       expect(config.stripe.mock).toBeUndefined();
-      expect(new URL(config.databaseUrl).host).toBe('postgresql:5432');
+      expect(new URL(config.databaseAppUrl).host).toBe('postgresql:5432');
+      expect(new URL(config.databaseAppUrl).username).toBe('ledgerlock_app');
+      // Only the migrate job knows the owner's URL.
+      if (name === 'migrate') expect(new URL(ownerDatabaseUrl(config)).username).toBe('ledgerlock_owner');
+      else expect(config.databaseUrl).toBeUndefined();
     });
   }
 
@@ -111,6 +116,51 @@ describe('docker-compose.yml', () => {
       expect(env).toMatchObject({ TEMPORAL_TLS_CERT: '/tls/client.pem', TEMPORAL_TLS_KEY: '/tls/client-key.pem', API_TLS_CERT: '/tls/api.pem' });
       expect(env.API_TLS_TERMINATED_BY).toBeUndefined();
     }
+  });
+
+  it('gives every job its own PostgreSQL role, and nothing connects as the superuser', () => {
+    const superuser = services.postgresql!.environment!.POSTGRES_USER!;
+    expect(superuser).toBe('postgres');
+    const users: Record<string, string> = {
+      'temporal-schema': services['temporal-schema']!.environment!.SQL_USER!,
+      temporal: services.temporal!.environment!.POSTGRES_USER!,
+      migrate: new URL(services.migrate!.environment!.DATABASE_URL!.replace(/\$\{[^}]+\}/g, 'x')).username,
+    };
+    for (const name of ['api', 'worker', 'codec']) users[name] = new URL(services[name]!.environment!.DATABASE_APP_URL!.replace(/\$\{[^}]+\}/g, 'x')).username;
+    expect(users).toEqual({ 'temporal-schema': 'temporal', temporal: 'temporal', migrate: 'ledgerlock_owner', api: 'ledgerlock_app', worker: 'ledgerlock_app', codec: 'ledgerlock_app' });
+    // Each with a password of its own; the superuser's stays with the postgresql service.
+    expect(services.temporal!.environment!.POSTGRES_PWD).toContain('TEMPORAL_DB_PASSWORD');
+    expect(services.migrate!.environment!.DATABASE_URL).toContain('LEDGERLOCK_OWNER_DB_PASSWORD');
+    for (const [name, service] of Object.entries(services)) {
+      if (name !== 'postgresql') expect(JSON.stringify(service.environment ?? {}), name).not.toContain('POSTGRES_PASSWORD');
+    }
+  });
+
+  it('creates the roles once, as LOGIN roles with no privilege of their own, each database owned by its job', () => {
+    const init = services.postgresql!.volumes!.find((v) => v.includes('/docker-entrypoint-initdb.d/'))!;
+    const file = readFileSync(path.join(REPO_ROOT, init.split(':')[0]!), 'utf8');
+    // The SQL psql runs, without comments.
+    const script = file.slice(file.indexOf("<<'SQL'")).replace(/^--.*$/gm, '');
+    for (const role of ['ledgerlock_owner', 'ledgerlock_app', 'temporal']) {
+      const create = script.match(new RegExp(`CREATE ROLE ${role} ([^;]+);`))?.[1];
+      expect(create, role).toBeDefined();
+      expect(create).toMatch(/^LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'\w+'$/);
+    }
+    // The application is a member of no role, so it can SET ROLE to none.
+    expect(script).not.toMatch(/GRANT\s+\w+\s+TO\s+ledgerlock_app|\bIN\s+(ROLE|GROUP)\b|\bADMIN\b|\bROLE\s+\w+\s+.*\bUSER\s+ledgerlock_app/i);
+    expect(script).toContain('CREATE DATABASE ledgerlock OWNER ledgerlock_owner;');
+    expect(script).toContain('CREATE DATABASE temporal OWNER temporal;');
+    expect(script).toContain('CREATE DATABASE temporal_visibility OWNER temporal;');
+    expect(script).toMatch(/REVOKE ALL ON DATABASE ledgerlock, temporal, temporal_visibility FROM PUBLIC;/);
+    // Passwords reach psql as variables, never spliced into SQL by the shell.
+    expect(script).toMatch(/<<'SQL'/);
+  });
+
+  it('keeps the workers\' audit checkpoints on a volume of their own, outside PostgreSQL', () => {
+    const dir = services.worker!.environment!.AUDIT_CHECKPOINT_DIR!;
+    expect(services.worker!.volumes).toContain(`audit-checkpoints:${dir}`);
+    expect(services.postgresql!.volumes!.some((v) => v.startsWith('audit-checkpoints:'))).toBe(false);
+    expect(readFileSync(path.join(REPO_ROOT, 'Dockerfile'), 'utf8')).toContain(`chown node:node ${dir}`);
   });
 
   it('runs migrations before anything that uses the database, and serves the codec where the UI looks for it', () => {

@@ -59,13 +59,14 @@ describe('loadConfig', () => {
   it('gives production no defaults for endpoints and secrets', () => {
     const problems = problemsOf({ LEDGERLOCK_MODE: 'production' });
     expect(problems.map((p) => p.variable).sort()).toEqual([
+      'AUDIT_CHECKPOINT_DIR',
       'API_TLS_CERT',
       'API_TLS_KEY',
       'AUTH_ISSUER',
       'AUTH_JWKS_URL',
       'AWS_REGION',
       'CODEC_CORS_ORIGINS',
-      'DATABASE_URL',
+      'DATABASE_APP_URL',
       'STRIPE_SECRET_KEY',
       'STRIPE_WEBHOOK_SECRET',
       'TEMPORAL_ADDRESS',
