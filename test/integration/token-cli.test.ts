@@ -74,6 +74,10 @@ describe('ledgerlock token', () => {
         AUTH_ISSUER: 'https://issuer.test',
         AUTH_JWKS_URL: 'https://issuer.test/jwks.json',
         CODEC_CORS_ORIGINS: 'https://temporal-ui.test',
+        DATABASE_APP_URL: 'postgres://ledgerlock_app@db.test:5432/ledgerlock',
+        AUDIT_CHECKPOINT_DIR: path.join(productionDir, 'checkpoints'),
+        API_TLS_TERMINATED_BY: 'proxy',
+        TEMPORAL_API_KEY: 'test-api-key',
       });
       expect(code).toBe(1);
       expect(stdout).toBe('');

@@ -59,9 +59,9 @@ describe('loadConfig', () => {
   it('gives production no defaults for endpoints and secrets', () => {
     const problems = problemsOf({ LEDGERLOCK_MODE: 'production' });
     expect(problems.map((p) => p.variable).sort()).toEqual([
-      'AUDIT_CHECKPOINT_DIR',
       'API_TLS_CERT',
       'API_TLS_KEY',
+      'AUDIT_CHECKPOINT_DIR',
       'AUTH_ISSUER',
       'AUTH_JWKS_URL',
       'AWS_REGION',
@@ -79,7 +79,8 @@ describe('loadConfig', () => {
     const secretApiKey = 'tcld-api-key-do-not-echo-0123456789';
     const production: Record<string, string> = {
       LEDGERLOCK_MODE: 'production',
-      DATABASE_URL: 'postgres://ledgerlock@db.internal:5432/ledgerlock',
+      DATABASE_APP_URL: 'postgres://ledgerlock_app@db.internal:5432/ledgerlock',
+      AUDIT_CHECKPOINT_DIR: '/var/lib/ledgerlock/audit-checkpoints',
       TEMPORAL_ADDRESS: 'ledgerlock.a1b2c.tmprl.cloud:7233',
       TEMPORAL_API_KEY: secretApiKey,
       STRIPE_SECRET_KEY: 'sk_live_example',
