@@ -38,7 +38,7 @@ export function createServices(config: Config, log: Pick<Logger, 'warn'>): Servi
     stripe: createStripe(config),
     dataKeys,
     envelope: new Envelope(dataKeys),
-    dataConverter: createDataConverter(config, kms),
+    dataConverter: createDataConverter(config, kms, log),
     async close() {
       await destructions.close();
       await db.destroy();

@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config/config';
 import { createLogger } from '../../src/log';
 import { createServices } from '../../src/services';
 import { connectWorker } from '../../src/temporal/connection';
-import { runWorkersUntil, stripeTaskQueue, WORKFLOWS_PATH } from '../../src/worker/worker';
+import { runWorkersUntil, stripeTaskQueue, WORKFLOW_INTERCEPTORS_PATH, WORKFLOWS_PATH } from '../../src/worker/worker';
 import { DEFAULT_DUNNING_POLICY, type DunningPolicy } from '../../workflows/dunning-contracts';
 import type { ParkedTimerSinks } from '../workflows/parked-timers';
 
@@ -179,7 +179,7 @@ async function main(start: Extract<ParentMessage, { type: 'start' }>): Promise<v
     taskQueue: config.temporal.taskQueue,
     workflowsPath: WORKFLOWS_PATH,
     activities: general,
-    interceptors: { workflowModules: [path.resolve(__dirname, '../workflows/parked-timers.ts')] },
+    interceptors: { workflowModules: [WORKFLOW_INTERCEPTORS_PATH, path.resolve(__dirname, '../workflows/parked-timers.ts')] },
     sinks,
     ...(start.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: start.maxCachedWorkflows } : {}),
   });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServices, type Services } from '../../src/services';
 import { connectClient, connectWorker } from '../../src/temporal/connection';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
-import { WORKFLOWS_PATH } from '../../src/worker/worker';
+import { WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import {
   cancelSubscriptionUpdate,
   paymentFailedSignal,
@@ -57,7 +57,7 @@ describe('subscription workflows on the dev server, with activity fakes and the 
     services = createServices(config, quietLog);
     client = await connectClient(config, services.dataConverter);
     connection = await connectWorker(config);
-    bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: silentLogger });
+    bundle = await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS, logger: silentLogger });
     fakes = createSubscriptionFakes();
     workers = await runFakeWorkers({
       connection,

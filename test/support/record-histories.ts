@@ -21,7 +21,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import { REPO_ROOT } from '../../src/stack/paths';
 import { serverPath } from '../../src/stack/servers';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
-import { WORKFLOWS_PATH } from '../../src/worker/worker';
+import { WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import {
   cancelSubscriptionUpdate,
   paymentFailedSignal,
@@ -66,7 +66,7 @@ async function main() {
     namespace: env.namespace ?? 'default',
     taskQueue: TASK_QUEUE,
     fakes,
-    workflowBundle: await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH }),
+    workflowBundle: await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS }),
   });
   const client = env.client;
   const written: string[] = [];
