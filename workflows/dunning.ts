@@ -5,6 +5,7 @@ import {
   condition,
   getExternalWorkflowHandle,
   log,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -30,7 +31,7 @@ import {
 } from './dunning-contracts';
 import { Saga } from './saga';
 import { WORKFLOW_SEARCH_ATTRIBUTES as SA } from './search-attributes';
-import { SUBSCRIPTION_ID_PATTERN, subscriptionWorkflowId } from './subscription-contracts';
+import { PAYMENT_FACTS_PATCH, SUBSCRIPTION_ID_PATTERN, subscriptionWorkflowId } from './subscription-contracts';
 
 type LocalActivities = ReturnType<typeof createDunningActivities> & ReturnType<typeof createAuditActivities>;
 type StripeActivities = ReturnType<typeof createStripeDunningActivities> & ReturnType<typeof createStripeSubscriptionActivities>;
@@ -136,6 +137,22 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
   await audit('dunning.started', 'campaign', { declineCode, finalAction: pinned.finalAction });
   await publish();
 
+  // Told the invoice was paid, or the subscription ended: believed once Stripe says the same (PAYMENT_FACTS_PATCH).
+  const paidConfirmed = async (): Promise<boolean> => {
+    if (!patched(PAYMENT_FACTS_PATCH)) return true;
+    if ((await stripe.confirmInvoicePayment({ subscriptionId, invoiceId, claimed: 'paid' })).status === 'paid') return true;
+    paid = false;
+    log.warn('invoice paid not confirmed by Stripe: ignored', { invoiceId });
+    return false;
+  };
+  const canceledConfirmed = async (): Promise<boolean> => {
+    if (!patched(PAYMENT_FACTS_PATCH)) return true;
+    if ((await stripe.confirmSubscriptionCanceled({ subscriptionId })).canceled) return true;
+    canceled = false;
+    log.warn('subscription canceled not confirmed by Stripe: ignored', { invoiceId });
+    return false;
+  };
+
   /** Waits until `until` (unix ms), suspending on the way at the grace period. Returns what ended the wait. */
   const waitUntil = async (until: number): Promise<'due' | 'paid' | 'canceled' | 'method'> => {
     for (;;) {
@@ -159,7 +176,8 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
       nextAttemptAt = Math.max(origin + offset * 1000, Date.now());
       await local.queueDunningNotice({ dunningId: workflowId, subscriptionId, customerId: input.customerId, invoiceId, attempt, template: attempt === 1 ? 'payment_failed' : 'payment_retry_failed' });
       await publish();
-      const woke = await waitUntil(nextAttemptAt);
+      let woke = await waitUntil(nextAttemptAt);
+      while ((woke === 'paid' && !(await paidConfirmed())) || (woke === 'canceled' && !(await canceledConfirmed()))) woke = await waitUntil(nextAttemptAt);
       if (woke === 'paid') {
         ending = 'recovered';
         break;
@@ -171,7 +189,7 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
       const result = await stripe.retryInvoicePayment({ subscriptionId, invoiceId, idempotencyKey: `${workflowId}:attempt-${attempt}` });
       history.push({ attempt, at: Date.now(), trigger: woke === 'method' ? 'payment_method_updated' : 'schedule', outcome: result.outcome, declineCode: result.declineCode });
       await audit('dunning.retry', `attempt-${attempt}`, { outcome: result.outcome, declineCode: result.declineCode, trigger: woke === 'method' ? 'payment_method_updated' : 'schedule' });
-      if (result.outcome === 'paid' || paid) {
+      if (result.outcome === 'paid' || (paid && (await paidConfirmed()))) {
         ending = 'recovered';
         break;
       }
@@ -197,8 +215,17 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
     state = pinned.finalAction === 'mark_unpaid' ? 'unpaid' : 'past_due';
     await publish();
     // The escalation stands until the customer pays (undo it) or the subscription ends.
-    await condition(() => paid || canceled);
-    ending = paid ? 'recovered' : 'stopped';
+    for (;;) {
+      await condition(() => paid || canceled);
+      if (paid && (await paidConfirmed())) {
+        ending = 'recovered';
+        break;
+      }
+      if (canceled && (await canceledConfirmed())) {
+        ending = 'stopped';
+        break;
+      }
+    }
   }
 
   if (ending === 'recovered') {

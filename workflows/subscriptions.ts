@@ -30,6 +30,8 @@ import {
   cancelSubscriptionUpdate,
   COMPENSATIONS,
   DEFAULT_CONTINUE_AS_NEW_AFTER_EVENTS,
+  PAID_EVENT_SLACK_SECONDS,
+  PAYMENT_FACTS_PATCH,
   paymentFailedSignal,
   paymentMethodUpdatedSignal,
   paymentOutcomeSignal,
@@ -52,7 +54,7 @@ import {
   type SubscriptionView,
   type SubscriptionWorkflowInput,
 } from './subscription-contracts';
-import { applyEvent, PER_INVOICE_ORDER_PATCH } from './subscription-events';
+import { applyEvent, isWellFormed, PER_INVOICE_ORDER_PATCH } from './subscription-events';
 import { dunningWorkflow } from './dunning';
 import {
   dunningInvoicePaidSignal,
@@ -193,23 +195,45 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
     return result;
   };
 
-  /** The first payment's outcome: the settled answer of step 4, or the webhook's within the window. */
+  /** The first payment's outcome: the settled answer of step 4, or the webhook's within the window, as Stripe confirms it. */
   const awaitFirstPayment = async (subscription: CreateStripeSubscriptionResult): Promise<PaymentOutcome | null> => {
     if (subscription.firstPayment === 'paid') return null;
     if (subscription.firstPayment === 'failed') throw firstPaymentFailed(subscription.latestInvoiceId, subscription.declineCode ?? undefined);
     await record({});
     const outcomeOf = () => decidedOutcome(outcomes, subscription.latestInvoiceId);
-    if (!(await condition(() => outcomeOf() !== undefined, input.paymentWindowSeconds * 1000))) {
-      throw ApplicationFailure.create({
+    const deadline = Date.now() + input.paymentWindowSeconds * 1000;
+    const expired = () =>
+      ApplicationFailure.create({
         type: SUBSCRIPTION_FAILURE.paymentWindowExpired,
         nonRetryable: true,
         message: `first payment not completed within ${input.paymentWindowSeconds} seconds`,
         details: [{ invoiceId: subscription.latestInvoiceId }],
       });
+    if (!(await condition(() => outcomeOf() !== undefined, input.paymentWindowSeconds * 1000))) throw expired();
+    if (!patched(PAYMENT_FACTS_PATCH)) {
+      const outcome = outcomeOf()!;
+      if (outcome.outcome === 'failed') throw firstPaymentFailed(outcome.invoiceId, outcome.reason);
+      return outcome;
     }
-    const outcome = outcomeOf()!;
-    if (outcome.outcome === 'failed') throw firstPaymentFailed(outcome.invoiceId, outcome.reason);
-    return outcome;
+    // The signal only says where to look: Stripe's answer decides, and a claim it does not back is dropped.
+    for (;;) {
+      const claimed = outcomeOf()!;
+      const fact = await stripe.confirmInvoicePayment({ subscriptionId, invoiceId: claimed.invoiceId, claimed: claimed.outcome });
+      if (fact.status === 'paid') {
+        return {
+          ...claimed,
+          outcome: 'paid',
+          eventCreated: fact.paidAt === null ? claimed.eventCreated : Math.min(claimed.eventCreated, fact.paidAt + PAID_EVENT_SLACK_SECONDS),
+          ...(fact.amountPaid === null ? {} : { amountPaid: fact.amountPaid }),
+          ...(fact.currency === null ? {} : { currency: fact.currency }),
+        };
+      }
+      if (fact.status === 'failed' && claimed.outcome === 'failed') throw firstPaymentFailed(claimed.invoiceId, fact.declineCode ?? claimed.reason);
+      log.warn('first payment outcome not confirmed by Stripe: ignored', { claimed: claimed.outcome, stripe: fact.status });
+      outcomes.splice(outcomes.indexOf(claimed), 1);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || !(await condition(() => outcomeOf() !== undefined, remaining))) throw expired();
+    }
   };
 
   publish();
@@ -380,10 +404,47 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
       details,
     });
 
+  // Events that wait for Stripe's word before they are applied (see PAYMENT_FACTS_PATCH).
+  let confirming = 0;
+  const needsStripe = (event: SubscriptionEvent) =>
+    (event.kind === 'renewalPaid' || event.kind === 'subscriptionCanceled') &&
+    isWellFormed(event) &&
+    state.status !== 'canceled' &&
+    !state.recentEventIds.includes(event.eventId);
+  /** The event as Stripe confirms it (its amounts and time bounded by Stripe's), or null when Stripe does not. */
+  const confirmed = async (event: SubscriptionEvent): Promise<SubscriptionEvent | null> => {
+    if (event.kind === 'renewalPaid') {
+      const fact = await stripe.confirmInvoicePayment({ subscriptionId: state.subscriptionId, invoiceId: event.invoiceId, claimed: 'paid' });
+      if (fact.status !== 'paid') return null;
+      return {
+        ...event,
+        amountPaid: fact.amountPaid ?? event.amountPaid,
+        currency: fact.currency ?? event.currency,
+        eventCreated: fact.paidAt === null ? event.eventCreated : Math.min(event.eventCreated, fact.paidAt + PAID_EVENT_SLACK_SECONDS),
+      };
+    }
+    if (event.kind === 'subscriptionCanceled') {
+      return (await stripe.confirmSubscriptionCanceled({ subscriptionId: state.subscriptionId })).canceled ? event : null;
+    }
+    return event;
+  };
+  const receiveConfirmed = async (event: SubscriptionEvent) => {
+    confirming += 1;
+    try {
+      const fact = await confirmed(event);
+      if (fact) receive(fact);
+      else log.warn('subscription event not confirmed by Stripe: ignored', { kind: event.kind });
+    } finally {
+      confirming -= 1;
+    }
+  };
+  const deliver = (event: SubscriptionEvent): Promise<void> | void =>
+    needsStripe(event) && patched(PAYMENT_FACTS_PATCH) ? receiveConfirmed(event) : receive(event);
+
   setHandler(subscriptionStateQuery, () => entityView(state));
   const onEvent = (event: SubscriptionEvent) => {
     eventsThisRun += 1;
-    receive(event);
+    return deliver(event);
   };
   setHandler(renewalPaidSignal, (e) => onEvent({ ...e, kind: 'renewalPaid' }));
   setHandler(paymentFailedSignal, (e) => onEvent({ ...e, kind: 'paymentFailed' }));
@@ -391,8 +452,20 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   setHandler(paymentMethodUpdatedSignal, (e) => onEvent({ ...e, kind: 'paymentMethodUpdated' }));
   // The first invoice's outcome, redelivered or late: the saga settled it before activation. Commands nothing, so replay-safe.
   setHandler(paymentOutcomeSignal, () => log.info('first payment outcome after activation: already settled'));
-  setHandler(dunningProgressSignal, (progress) => {
+  setHandler(dunningProgressSignal, async (progress) => {
     if (!isObject(progress) || !campaigns().some((c) => c.invoiceId === progress.invoiceId)) return;
+    // A campaign that says it canceled the subscription is believed once Stripe says so too.
+    if (progress.state === 'canceled' && state.status !== 'canceled' && patched(PAYMENT_FACTS_PATCH)) {
+      confirming += 1;
+      try {
+        if (!(await stripe.confirmSubscriptionCanceled({ subscriptionId: state.subscriptionId })).canceled) {
+          log.warn('dunning progress not confirmed by Stripe: ignored', { state: progress.state });
+          return;
+        }
+      } finally {
+        confirming -= 1;
+      }
+    }
     const dunning = campaigns().map((c) => (c.invoiceId === progress.invoiceId ? { ...c, ...pickProgress(progress) } : c));
     // A campaign's final action decides the subscription's status; a recovery is the invoice.paid webhook's to tell.
     if (progress.state === 'canceled' && state.status !== 'canceled') {
@@ -482,7 +555,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
     { validator: (request: RefundInvoiceRequest) => validateRefund(state, request) },
   );
 
-  for (const event of input.state.pendingEvents) receive(event);
+  for (const event of input.state.pendingEvents) void deliver(event);
   publish();
 
   const continueAsNewDue = () => eventsThisRun >= input.continueAsNewAfterEvents || workflowInfo().continueAsNewSuggested;
@@ -536,7 +609,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
       persisted = target;
       continue;
     }
-    await condition(allHandlersFinished);
+    await condition(() => allHandlersFinished() && confirming === 0);
     if (ended() || persisted !== version || dunningWork.length > 0) continue;
     return continueAsSubscription({ ...input, state });
   }
