@@ -30,6 +30,7 @@ import {
   type DunningView,
 } from './dunning-contracts';
 import { Saga } from './saga';
+import { stripeConfirmations } from './stripe-confirmations';
 import { WORKFLOW_SEARCH_ATTRIBUTES as SA } from './search-attributes';
 import { PAYMENT_FACTS_PATCH, SUBSCRIPTION_ID_PATTERN, subscriptionWorkflowId } from './subscription-contracts';
 
@@ -59,6 +60,7 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
   validateInput(input);
   const { workflowId } = workflowInfo();
   const stripe = proxyActivities<StripeActivities>(stripeStep());
+  const stripeSays = stripeConfirmations();
   const { subscriptionId, invoiceId } = input;
 
   let policy: DunningPolicy | null = null;
@@ -140,14 +142,14 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
   // Told the invoice was paid, or the subscription ended: believed once Stripe says the same (PAYMENT_FACTS_PATCH).
   const paidConfirmed = async (): Promise<boolean> => {
     if (!patched(PAYMENT_FACTS_PATCH)) return true;
-    if ((await stripe.confirmInvoicePayment({ subscriptionId, invoiceId, claimed: 'paid' })).status === 'paid') return true;
+    if ((await stripeSays.invoicePayment({ subscriptionId, invoiceId, claimed: 'paid' })).status === 'paid') return true;
     paid = false;
     log.warn('invoice paid not confirmed by Stripe: ignored', { invoiceId });
     return false;
   };
   const canceledConfirmed = async (): Promise<boolean> => {
     if (!patched(PAYMENT_FACTS_PATCH)) return true;
-    if ((await stripe.confirmSubscriptionCanceled({ subscriptionId })).canceled) return true;
+    if (await stripeSays.canceled(subscriptionId)) return true;
     canceled = false;
     log.warn('subscription canceled not confirmed by Stripe: ignored', { invoiceId });
     return false;

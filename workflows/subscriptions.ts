@@ -25,6 +25,7 @@ import type { AuditDetails } from '../src/audit/audit-types';
 import type { SubscriptionFailure, SubscriptionStatus } from '../src/subscriptions/subscription-types';
 import { LOCAL_STEP, stripeStep } from './activity-options';
 import { Saga } from './saga';
+import { stripeConfirmations } from './stripe-confirmations';
 import { WORKFLOW_SEARCH_ATTRIBUTES as SA } from './search-attributes';
 import {
   cancelSubscriptionUpdate,
@@ -113,6 +114,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
   validateCreateInput(input);
   const { workflowId } = workflowInfo();
   const stripe = proxyActivities<StripeActivities>(stripeStep());
+  const stripeSays = stripeConfirmations();
   const key = (step: string) => `${workflowId}:${step}`;
   const { subscriptionId, priceId, paymentMethodId } = input;
   const customerId = input.customer.customerId;
@@ -218,7 +220,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
     // The signal only says where to look: Stripe's answer decides, and a claim it does not back is dropped.
     for (;;) {
       const claimed = outcomeOf()!;
-      const fact = await stripe.confirmInvoicePayment({ subscriptionId, invoiceId: claimed.invoiceId, claimed: claimed.outcome });
+      const fact = await stripeSays.invoicePayment({ subscriptionId, invoiceId: claimed.invoiceId, claimed: claimed.outcome });
       if (fact.status === 'paid') {
         return {
           ...claimed,
@@ -345,6 +347,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
 export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Promise<SubscriptionView> {
   const { workflowId } = workflowInfo();
   const stripe = proxyActivities<StripeActivities>(stripeStep());
+  const stripeSays = stripeConfirmations();
   let state: SubscriptionEntityState = { ...input.state, pendingEvents: [] };
   let eventsThisRun = 0;
   // PostgreSQL holds the state as of `persisted`; every change bumps `version`.
@@ -404,8 +407,10 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
       details,
     });
 
-  // Events that wait for Stripe's word before they are applied (see PAYMENT_FACTS_PATCH).
+  // Events wait for Stripe's word before they are applied (see PAYMENT_FACTS_PATCH), in the order they
+  // arrived: one waiting for Stripe holds back those behind it, so the ordering rules see what they always saw.
   let confirming = 0;
+  let eventQueue: Promise<void> = Promise.resolve();
   const needsStripe = (event: SubscriptionEvent) =>
     (event.kind === 'renewalPaid' || event.kind === 'subscriptionCanceled') &&
     isWellFormed(event) &&
@@ -414,7 +419,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   /** The event as Stripe confirms it (its amounts and time bounded by Stripe's), or null when Stripe does not. */
   const confirmed = async (event: SubscriptionEvent): Promise<SubscriptionEvent | null> => {
     if (event.kind === 'renewalPaid') {
-      const fact = await stripe.confirmInvoicePayment({ subscriptionId: state.subscriptionId, invoiceId: event.invoiceId, claimed: 'paid' });
+      const fact = await stripeSays.invoicePayment({ subscriptionId: state.subscriptionId, invoiceId: event.invoiceId, claimed: 'paid' });
       if (fact.status !== 'paid') return null;
       return {
         ...event,
@@ -423,23 +428,23 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
         eventCreated: fact.paidAt === null ? event.eventCreated : Math.min(event.eventCreated, fact.paidAt + PAID_EVENT_SLACK_SECONDS),
       };
     }
-    if (event.kind === 'subscriptionCanceled') {
-      return (await stripe.confirmSubscriptionCanceled({ subscriptionId: state.subscriptionId })).canceled ? event : null;
-    }
+    if (event.kind === 'subscriptionCanceled') return (await stripeSays.canceled(state.subscriptionId)) ? event : null;
     return event;
   };
-  const receiveConfirmed = async (event: SubscriptionEvent) => {
+  const deliver = (event: SubscriptionEvent): Promise<void> | void => {
+    if (!patched(PAYMENT_FACTS_PATCH)) return receive(event);
     confirming += 1;
-    try {
-      const fact = await confirmed(event);
-      if (fact) receive(fact);
-      else log.warn('subscription event not confirmed by Stripe: ignored', { kind: event.kind });
-    } finally {
-      confirming -= 1;
-    }
+    eventQueue = eventQueue.then(async () => {
+      try {
+        const fact = needsStripe(event) ? await confirmed(event) : event;
+        if (fact) receive(fact);
+        else log.warn('subscription event not confirmed by Stripe: ignored', { kind: event.kind });
+      } finally {
+        confirming -= 1;
+      }
+    });
+    return eventQueue;
   };
-  const deliver = (event: SubscriptionEvent): Promise<void> | void =>
-    needsStripe(event) && patched(PAYMENT_FACTS_PATCH) ? receiveConfirmed(event) : receive(event);
 
   setHandler(subscriptionStateQuery, () => entityView(state));
   const onEvent = (event: SubscriptionEvent) => {
@@ -458,7 +463,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
     if (progress.state === 'canceled' && state.status !== 'canceled' && patched(PAYMENT_FACTS_PATCH)) {
       confirming += 1;
       try {
-        if (!(await stripe.confirmSubscriptionCanceled({ subscriptionId: state.subscriptionId })).canceled) {
+        if (!(await stripeSays.canceled(state.subscriptionId))) {
           log.warn('dunning progress not confirmed by Stripe: ignored', { state: progress.state });
           return;
         }
