@@ -35,6 +35,7 @@ describe('replay of recorded workflow histories', () => {
         'fail-at-create-stripe-subscription',
         'first-payment-declined-at-once',
         'first-payment-failed-signal',
+        'first-payment-forged-then-paid',
         'payment-window-expired',
         'fail-at-provision-entitlements',
         'fail-at-mark-active',
