@@ -118,6 +118,14 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
     await publish();
   };
 
+  // Whoever can start a workflow could start a campaign that suspends and cancels a paying subscription: Stripe first.
+  let paidAlready = false;
+  if (patched(PAYMENT_FACTS_PATCH)) {
+    const fact = await stripeSays.invoicePayment({ subscriptionId, invoiceId, claimed: 'failed' });
+    if (fact.status === 'not_ours') throw invalid(DUNNING_FAILURE.invoiceNotOfSubscription, `invoice ${invoiceId} is not an invoice of subscription ${subscriptionId} at Stripe`);
+    paidAlready = fact.status === 'paid';
+  }
+
   policy = await local.resolveDunningPolicy({ priceId: input.priceId });
   validatePolicy(policy);
   const pinned = policy;
@@ -171,8 +179,8 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
     }
   };
 
-  let ending: 'recovered' | 'stopped' | 'exhausted' | 'hard' = isHard(declineCode) ? 'hard' : 'exhausted';
-  if (ending !== 'hard') {
+  let ending: 'recovered' | 'stopped' | 'exhausted' | 'hard' = paidAlready ? 'recovered' : isHard(declineCode) ? 'hard' : 'exhausted';
+  if (ending === 'exhausted') {
     for (attempt = 1; attempt <= pinned.maxAttempts; attempt++) {
       const offset = pinned.retryOffsetsSeconds[Math.min(attempt - 1, pinned.retryOffsetsSeconds.length - 1)]!;
       nextAttemptAt = Math.max(origin + offset * 1000, Date.now());

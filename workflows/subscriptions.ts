@@ -412,7 +412,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   let confirming = 0;
   let eventQueue: Promise<void> = Promise.resolve();
   const needsStripe = (event: SubscriptionEvent) =>
-    (event.kind === 'renewalPaid' || event.kind === 'subscriptionCanceled') &&
+    (event.kind === 'renewalPaid' || event.kind === 'paymentFailed' || event.kind === 'subscriptionCanceled') &&
     isWellFormed(event) &&
     state.status !== 'canceled' &&
     !state.recentEventIds.includes(event.eventId);
@@ -427,6 +427,11 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
         currency: fact.currency ?? event.currency,
         eventCreated: fact.paidAt === null ? event.eventCreated : Math.min(event.eventCreated, fact.paidAt + PAID_EVENT_SLACK_SECONDS),
       };
+    }
+    if (event.kind === 'paymentFailed') {
+      // A failure starts a campaign that suspends and may cancel: only for an unpaid invoice of this subscription.
+      const fact = await stripeSays.invoicePayment({ subscriptionId: state.subscriptionId, invoiceId: event.invoiceId, claimed: 'failed' });
+      return fact.status === 'failed' || fact.status === 'pending' ? event : null;
     }
     if (event.kind === 'subscriptionCanceled') return (await stripeSays.canceled(state.subscriptionId)) ? event : null;
     return event;

@@ -207,19 +207,22 @@ describe('payload authenticity', () => {
       await expect.poll(async () => (await campaign.query<DunningView>(dunningStateQuery)).attempt, { timeout: 15_000 }).toBe(1);
 
       // Plaintext first: a campaign takes "invoice paid" with any argument, so only the refusal keeps it from even asking Stripe.
+      // (The campaign asked Stripe once already, when it started, whether the invoice is an unpaid one of the subscription.)
+      const askedAtStart = fakes.inputsOf(campaign.workflowId, 'confirmInvoicePayment').length;
+      expect(askedAtStart).toBe(1);
       await plain.workflow.getHandle(campaign.workflowId).signal(dunningInvoicePaidSignal, { eventId: `evt_plain_${invoiceId}` });
       await plain.workflow.getHandle(campaign.workflowId).signal('dunningInvoicePaid');
       await settle();
-      expect(fakes.inputsOf(campaign.workflowId, 'confirmInvoicePayment')).toEqual([]);
+      expect(fakes.inputsOf(campaign.workflowId, 'confirmInvoicePayment')).toHaveLength(askedAtStart);
 
       fakes.stripeSaysInvoice(invoiceId, 'pending');
       fakes.stripeSaysNotCanceled(input.subscriptionId);
       await handle.signal(renewalPaidSignal, { eventId: `evt_p_${invoiceId}`, eventCreated: Math.floor(Date.now() / 1000) + 1, invoiceId, amountPaid: 1500, currency: 'eur' });
       await handle.signal(subscriptionCanceledSignal, { eventId: `evt_c_${invoiceId}`, eventCreated: Math.floor(Date.now() / 1000) + 2 });
       await campaign.signal(dunningInvoicePaidSignal, { eventId: `evt_d_${invoiceId}` });
-      await expect.poll(() => fakes.inputsOf(workflowId, 'confirmInvoicePayment').length).toBeGreaterThanOrEqual(1);
+      await expect.poll(() => fakes.inputsOf(workflowId, 'confirmInvoicePayment').filter((c) => c.claimed === 'paid').length).toBe(1);
       await expect.poll(() => fakes.inputsOf(workflowId, 'confirmSubscriptionCanceled').length).toBe(1);
-      await expect.poll(() => fakes.inputsOf(campaign.workflowId, 'confirmInvoicePayment').length).toBe(1);
+      await expect.poll(() => fakes.inputsOf(campaign.workflowId, 'confirmInvoicePayment').length).toBe(askedAtStart + 1);
       await settle();
 
       expect(await view(workflowId)).toMatchObject({ status: 'past_due', failedInvoiceIds: [invoiceId] });
@@ -228,6 +231,31 @@ describe('payload authenticity', () => {
       expect(fakes.inputsOf(campaign.workflowId, 'restoreEntitlements')).toEqual([]);
       expect((await handle.describe()).status.name).toBe('RUNNING');
       await campaign.terminate('test done');
+      await handle.terminate('test done');
+    });
+
+    it('a forged payment failure of an invoice that is not an unpaid one of the subscription starts no campaign; a campaign started directly for it fails at once', async () => {
+      const { workflowId, input, handle } = await start({ firstPayment: 'paid' });
+      await waitForView(client, workflowId, (v) => v.status === 'active');
+      const invoiceId = `in_theirs_${randomUUID().replaceAll('-', '')}`;
+      fakes.stripeSaysInvoice(invoiceId, 'not_ours');
+      await handle.signal(paymentFailedSignal, { eventId: `evt_f_${invoiceId}`, eventCreated: Math.floor(Date.now() / 1000), invoiceId, declineCode: 'insufficient_funds' });
+      await expect.poll(() => fakes.inputsOf(workflowId, 'confirmInvoicePayment').length).toBe(1);
+      await settle();
+      expect(await view(workflowId)).toMatchObject({ status: 'active', failedInvoiceIds: [], dunning: [] });
+
+      const campaignId = dunningWorkflowId(input.subscriptionId, invoiceId);
+      const direct = await client.workflow.start('dunningWorkflow', {
+        taskQueue: config.temporal.taskQueue,
+        workflowId: campaignId,
+        args: [{ subscriptionId: input.subscriptionId, customerId: input.customer.customerId, priceId: PRICE, invoiceId, failedAt: Math.floor(Date.now() / 1000), declineCode: 'stolen_card' }],
+      });
+      const err = await direct.result().then(
+        () => expect.fail('the campaign must fail'),
+        (e: unknown) => e,
+      );
+      expect((err as WorkflowFailedError).cause).toMatchObject({ type: 'DunningInvoiceNotOfSubscription', nonRetryable: true });
+      expect(fakes.callsOf(campaignId).map((c) => c.name)).toEqual(['confirmInvoicePayment']);
       await handle.terminate('test done');
     });
   });

@@ -40,17 +40,14 @@ describe('webhooks driving a subscription', () => {
     proxy = await startRecordingProxy(testStack().stripeApiUrl);
     proxy.rewriteAnswers(
       (method, path) => method === 'GET' && /^\/v1\/invoices\/in_[A-Za-z0-9_]+$/.test(path),
-      (invoice) =>
-        paidInvoices.has(invoice.id)
-          ? {
-              ...invoice,
-              status: 'paid',
-              amount_paid: 1500,
-              currency: 'eur',
-              status_transitions: { ...invoice.status_transitions, paid_at: Math.floor(Date.now() / 1000) },
-              parent: { type: 'subscription_details', subscription_details: { metadata: {}, subscription: stripeSubscriptionId } },
-            }
-          : invoice,
+      // Every invoice asked about is one of the subscription's: open and unpaid, or paid once the test says so.
+      (invoice) => ({
+        ...invoice,
+        parent: { type: 'subscription_details', subscription_details: { metadata: {}, subscription: stripeSubscriptionId } },
+        ...(paidInvoices.has(invoice.id)
+          ? { status: 'paid', amount_paid: 1500, currency: 'eur', status_transitions: { ...invoice.status_transitions, paid_at: Math.floor(Date.now() / 1000) } }
+          : { status: 'open', amount_paid: 0 }),
+      }),
     );
     proxy.rewriteAnswers(
       (method, path) => method === 'GET' && /^\/v1\/subscriptions\/sub_[A-Za-z0-9_]+$/.test(path),
