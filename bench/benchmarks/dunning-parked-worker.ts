@@ -81,7 +81,7 @@ export const PARKED_POLICY: DunningPolicy = {
 };
 
 type GeneralFakes = Pick<Activities, 'resolveDunningPolicy' | 'queueDunningNotice' | 'suspendEntitlements' | 'restoreEntitlements' | 'recordAudit'>;
-type StripeFakes = Pick<StripeActivities, 'retryInvoicePayment' | 'cancelStripeSubscription'>;
+type StripeFakes = Pick<StripeActivities, 'retryInvoicePayment' | 'cancelStripeSubscription' | 'confirmInvoicePayment'>;
 
 function send(message: ChildMessage, then?: () => void): void {
   process.send!(message, undefined, undefined, () => then?.());
@@ -140,6 +140,11 @@ async function main(start: Extract<ParentMessage, { type: 'start' }>): Promise<v
     },
   };
   const stripe: StripeFakes = {
+    // Each campaign first asks Stripe whether its invoice is an unpaid one of the subscription.
+    async confirmInvoicePayment(input) {
+      count('confirmInvoicePayment');
+      return { invoiceId: input.invoiceId, status: 'failed', amountPaid: null, currency: null, paidAt: null, declineCode: null };
+    },
     async retryInvoicePayment() {
       count('retryInvoicePayment');
       return { outcome: 'declined', declineCode: 'insufficient_funds' };
