@@ -137,6 +137,37 @@ export interface RefundInvoiceResult {
   readonly status: string;
 }
 
+export interface ConfirmInvoicePaymentInput {
+  readonly subscriptionId: string;
+  readonly invoiceId: string;
+  /** What the signal said; only Stripe's answer counts. */
+  readonly claimed: 'paid' | 'failed';
+}
+
+/**
+ * What Stripe holds about an invoice's payment: a fact a signal cannot forge, since nobody
+ * but Stripe answers this activity.
+ * - paid: Stripe holds it paid (amount, currency and time are Stripe's);
+ * - failed: its payment was attempted and declined, or it can no longer be paid;
+ * - pending: neither yet (not attempted, or waiting for 3-D Secure);
+ * - not_ours: no invoice of this subscription has that id.
+ */
+export interface InvoicePaymentFact {
+  readonly invoiceId: string;
+  readonly status: 'paid' | 'failed' | 'pending' | 'not_ours';
+  /** Integer minor units of `currency`, when paid. */
+  readonly amountPaid: number | null;
+  readonly currency: string | null;
+  /** Unix seconds Stripe marked it paid. */
+  readonly paidAt: number | null;
+  readonly declineCode: string | null;
+}
+
+export interface SubscriptionCancellationFact {
+  /** Stripe holds the subscription canceled (or expired incomplete): it has ended. */
+  readonly canceled: boolean;
+}
+
 /** Subscription activities that call Stripe: registered on the rate-capped Stripe task queue only. */
 export function createStripeSubscriptionActivities(deps: SubscriptionActivityDeps) {
   const stripeCustomerIdOf = async (customerId: string): Promise<string> => {
@@ -223,6 +254,63 @@ export function createStripeSubscriptionActivities(deps: SubscriptionActivityDep
   };
 
   return {
+    /**
+     * Asks Stripe where an invoice's payment stands, for a workflow told by a signal that it
+     * was paid or failed: signals travel through Temporal, where whoever holds the codec key
+     * could write one, so money moves on Stripe's word only. An invoice of another
+     * subscription (or none) is `not_ours`.
+     */
+    async confirmInvoicePayment(input: ConfirmInvoicePaymentInput): Promise<InvoicePaymentFact> {
+      const fact = (status: InvoicePaymentFact['status'], rest: Partial<InvoicePaymentFact> = {}): InvoicePaymentFact => ({
+        invoiceId: input.invoiceId,
+        status,
+        amountPaid: null,
+        currency: null,
+        paidAt: null,
+        declineCode: null,
+        ...rest,
+      });
+      const row = await findSubscription(deps.db, input.subscriptionId);
+      if (!row?.stripe_subscription_id || !/^in_[A-Za-z0-9_]{1,250}$/.test(input.invoiceId)) return fact('not_ours');
+      let invoice: Stripe.Invoice;
+      try {
+        invoice = await deps.stripe.invoices.retrieve(input.invoiceId, { expand: ['payments'] });
+      } catch (err) {
+        if (isResourceMissing(err)) return fact('not_ours');
+        throw stripeFailure(err, 'invoices.retrieve');
+      }
+      const owner = invoice.parent?.subscription_details?.subscription;
+      if ((typeof owner === 'string' ? owner : (owner?.id ?? null)) !== row.stripe_subscription_id) return fact('not_ours');
+      if (invoice.status === 'paid') {
+        return fact('paid', { amountPaid: invoice.amount_paid, currency: invoice.currency.toLowerCase(), paidAt: invoice.status_transitions?.paid_at ?? null });
+      }
+      if (invoice.status === 'void' || invoice.status === 'uncollectible') return fact('failed', { declineCode: invoice.status });
+      const intentId = invoicePaymentIntentId(invoice);
+      if (!intentId) return fact('pending');
+      let intent: Stripe.PaymentIntent;
+      try {
+        intent = await deps.stripe.paymentIntents.retrieve(intentId);
+      } catch (err) {
+        throw stripeFailure(err, 'paymentIntents.retrieve');
+      }
+      if (intent.status === 'canceled' || (intent.status === 'requires_payment_method' && intent.last_payment_error)) {
+        return fact('failed', { declineCode: intent.last_payment_error?.decline_code ?? intent.last_payment_error?.code ?? null });
+      }
+      return fact('pending');
+    },
+
+    /** Asks Stripe whether the subscription has ended, for a workflow told so by a signal. */
+    async confirmSubscriptionCanceled(input: { readonly subscriptionId: string }): Promise<SubscriptionCancellationFact> {
+      const stripeSubscriptionId = await stripeSubscriptionIdOf(input.subscriptionId);
+      if (!stripeSubscriptionId) return { canceled: false };
+      try {
+        return { canceled: await alreadyCanceled(stripeSubscriptionId) };
+      } catch (err) {
+        if (isResourceMissing(err)) return { canceled: false };
+        throw stripeFailure(err, 'subscriptions.retrieve');
+      }
+    },
+
     /**
      * Attaches the payment method to the customer and makes it their default for
      * invoices (the second call's key: `<key>:set-default`).

@@ -41,8 +41,8 @@ export function createServices(config: Config, log: Pick<Logger, 'warn'>): Servi
     stripe: createStripe(config),
     dataKeys,
     envelope: new Envelope(dataKeys),
-    dataConverter: createDataConverter(config, kms),
-    workerDataConverter: createDataConverter(config, kms, { forWorker: true }),
+    dataConverter: createDataConverter(config, kms, { log }),
+    workerDataConverter: createDataConverter(config, kms, { log, forWorker: true }),
     async close() {
       await destructions.close();
       await db.destroy();

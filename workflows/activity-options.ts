@@ -31,3 +31,14 @@ export function stripeStep(): ActivityOptions {
     retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '2 minutes' },
   };
 }
+
+/**
+ * Asking Stripe to confirm what a signal claimed (a payment, a cancellation): retried for as
+ * long as Stripe is unreachable, since the answer decides money and a genuine event must not
+ * be lost to an outage. Only a refusal for good ends it.
+ */
+export function stripeConfirmationStep(): ActivityOptions {
+  const step = stripeStep();
+  const { maximumAttempts: _bounded, ...retry } = step.retry ?? {};
+  return { ...step, retry };
+}

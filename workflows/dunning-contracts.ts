@@ -97,6 +97,8 @@ export interface DunningView {
 export const DUNNING_FAILURE = {
   invalidInput: 'InvalidDunningInput',
   invalidPolicy: 'InvalidDunningPolicy',
+  /** Stripe knows no unpaid invoice of that id for the subscription: nothing to recover. */
+  invoiceNotOfSubscription: 'DunningInvoiceNotOfSubscription',
 } as const;
 
 export function dunningWorkflowId(subscriptionId: string, invoiceId: string): string {

@@ -5,6 +5,7 @@ import {
   condition,
   getExternalWorkflowHandle,
   log,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -29,8 +30,9 @@ import {
   type DunningView,
 } from './dunning-contracts';
 import { Saga } from './saga';
+import { stripeConfirmations } from './stripe-confirmations';
 import { WORKFLOW_SEARCH_ATTRIBUTES as SA } from './search-attributes';
-import { SUBSCRIPTION_ID_PATTERN, subscriptionWorkflowId } from './subscription-contracts';
+import { PAYMENT_FACTS_PATCH, SUBSCRIPTION_ID_PATTERN, subscriptionWorkflowId } from './subscription-contracts';
 
 type LocalActivities = ReturnType<typeof createDunningActivities> & ReturnType<typeof createAuditActivities>;
 type StripeActivities = ReturnType<typeof createStripeDunningActivities> & ReturnType<typeof createStripeSubscriptionActivities>;
@@ -58,6 +60,7 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
   validateInput(input);
   const { workflowId } = workflowInfo();
   const stripe = proxyActivities<StripeActivities>(stripeStep());
+  const stripeSays = stripeConfirmations();
   const { subscriptionId, invoiceId } = input;
 
   let policy: DunningPolicy | null = null;
@@ -115,6 +118,14 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
     await publish();
   };
 
+  // Whoever can start a workflow could start a campaign that suspends and cancels a paying subscription: Stripe first.
+  let paidAlready = false;
+  if (patched(PAYMENT_FACTS_PATCH)) {
+    const fact = await stripeSays.invoicePayment({ subscriptionId, invoiceId, claimed: 'failed' });
+    if (fact.status === 'not_ours') throw invalid(DUNNING_FAILURE.invoiceNotOfSubscription, `invoice ${invoiceId} is not an invoice of subscription ${subscriptionId} at Stripe`);
+    paidAlready = fact.status === 'paid';
+  }
+
   policy = await local.resolveDunningPolicy({ priceId: input.priceId });
   validatePolicy(policy);
   const pinned = policy;
@@ -136,6 +147,22 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
   await audit('dunning.started', 'campaign', { declineCode, finalAction: pinned.finalAction });
   await publish();
 
+  // Told the invoice was paid, or the subscription ended: believed once Stripe says the same (PAYMENT_FACTS_PATCH).
+  const paidConfirmed = async (): Promise<boolean> => {
+    if (!patched(PAYMENT_FACTS_PATCH)) return true;
+    if ((await stripeSays.invoicePayment({ subscriptionId, invoiceId, claimed: 'paid' })).status === 'paid') return true;
+    paid = false;
+    log.warn('invoice paid not confirmed by Stripe: ignored', { invoiceId });
+    return false;
+  };
+  const canceledConfirmed = async (): Promise<boolean> => {
+    if (!patched(PAYMENT_FACTS_PATCH)) return true;
+    if (await stripeSays.canceled(subscriptionId)) return true;
+    canceled = false;
+    log.warn('subscription canceled not confirmed by Stripe: ignored', { invoiceId });
+    return false;
+  };
+
   /** Waits until `until` (unix ms), suspending on the way at the grace period. Returns what ended the wait. */
   const waitUntil = async (until: number): Promise<'due' | 'paid' | 'canceled' | 'method'> => {
     for (;;) {
@@ -152,14 +179,15 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
     }
   };
 
-  let ending: 'recovered' | 'stopped' | 'exhausted' | 'hard' = isHard(declineCode) ? 'hard' : 'exhausted';
-  if (ending !== 'hard') {
+  let ending: 'recovered' | 'stopped' | 'exhausted' | 'hard' = paidAlready ? 'recovered' : isHard(declineCode) ? 'hard' : 'exhausted';
+  if (ending === 'exhausted') {
     for (attempt = 1; attempt <= pinned.maxAttempts; attempt++) {
       const offset = pinned.retryOffsetsSeconds[Math.min(attempt - 1, pinned.retryOffsetsSeconds.length - 1)]!;
       nextAttemptAt = Math.max(origin + offset * 1000, Date.now());
       await local.queueDunningNotice({ dunningId: workflowId, subscriptionId, customerId: input.customerId, invoiceId, attempt, template: attempt === 1 ? 'payment_failed' : 'payment_retry_failed' });
       await publish();
-      const woke = await waitUntil(nextAttemptAt);
+      let woke = await waitUntil(nextAttemptAt);
+      while ((woke === 'paid' && !(await paidConfirmed())) || (woke === 'canceled' && !(await canceledConfirmed()))) woke = await waitUntil(nextAttemptAt);
       if (woke === 'paid') {
         ending = 'recovered';
         break;
@@ -171,7 +199,7 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
       const result = await stripe.retryInvoicePayment({ subscriptionId, invoiceId, idempotencyKey: `${workflowId}:attempt-${attempt}` });
       history.push({ attempt, at: Date.now(), trigger: woke === 'method' ? 'payment_method_updated' : 'schedule', outcome: result.outcome, declineCode: result.declineCode });
       await audit('dunning.retry', `attempt-${attempt}`, { outcome: result.outcome, declineCode: result.declineCode, trigger: woke === 'method' ? 'payment_method_updated' : 'schedule' });
-      if (result.outcome === 'paid' || paid) {
+      if (result.outcome === 'paid' || (paid && (await paidConfirmed()))) {
         ending = 'recovered';
         break;
       }
@@ -197,8 +225,17 @@ export async function dunningWorkflow(input: DunningInput): Promise<DunningView>
     state = pinned.finalAction === 'mark_unpaid' ? 'unpaid' : 'past_due';
     await publish();
     // The escalation stands until the customer pays (undo it) or the subscription ends.
-    await condition(() => paid || canceled);
-    ending = paid ? 'recovered' : 'stopped';
+    for (;;) {
+      await condition(() => paid || canceled);
+      if (paid && (await paidConfirmed())) {
+        ending = 'recovered';
+        break;
+      }
+      if (canceled && (await canceledConfirmed())) {
+        ending = 'stopped';
+        break;
+      }
+    }
   }
 
   if (ending === 'recovered') {

@@ -46,6 +46,22 @@ export const SUBSCRIPTION_FAILURE = {
   refundExceedsPayment: 'RefundExceedsPayment',
 } as const;
 
+/**
+ * The patch id of confirming money facts with Stripe: a signal saying an invoice was paid
+ * (or the first payment failed), or that the subscription ended, is acted on only once
+ * Stripe, asked in an activity, says the same. Signals travel through Temporal, where a
+ * holder of the codec key could write any; Stripe's answer they cannot. Persisted in
+ * histories, never renamed.
+ */
+export const PAYMENT_FACTS_PATCH = 'stripe-confirms-payment-facts';
+
+/**
+ * How far after Stripe's paid time a confirmed payment's event may claim to be, in seconds:
+ * a genuine `invoice.paid` is created moments after, and a later claimed time would let a
+ * forged signal about a real payment outrank newer events.
+ */
+export const PAID_EVENT_SLACK_SECONDS = 3600;
+
 /** Events per run of {@link SubscriptionWorkflowInput} before continue-as-new, unless the input says otherwise. */
 export const DEFAULT_CONTINUE_AS_NEW_AFTER_EVENTS = 500;
 

@@ -83,7 +83,7 @@ export function applyEvent(
 }
 
 /** Signals cannot be refused like updates: a malformed one is ignored (and logged by the caller). */
-function isWellFormed(event: SubscriptionEvent): boolean {
+export function isWellFormed(event: SubscriptionEvent): boolean {
   if (typeof event !== 'object' || event === null) return false;
   if (typeof event.eventId !== 'string' || event.eventId === '') return false;
   if (typeof event.eventCreated !== 'number' || !Number.isFinite(event.eventCreated) || event.eventCreated < 0) return false;

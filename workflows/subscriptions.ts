@@ -25,11 +25,14 @@ import type { AuditDetails } from '../src/audit/audit-types';
 import type { SubscriptionFailure, SubscriptionStatus } from '../src/subscriptions/subscription-types';
 import { LOCAL_STEP, stripeStep } from './activity-options';
 import { Saga } from './saga';
+import { stripeConfirmations } from './stripe-confirmations';
 import { WORKFLOW_SEARCH_ATTRIBUTES as SA } from './search-attributes';
 import {
   cancelSubscriptionUpdate,
   COMPENSATIONS,
   DEFAULT_CONTINUE_AS_NEW_AFTER_EVENTS,
+  PAID_EVENT_SLACK_SECONDS,
+  PAYMENT_FACTS_PATCH,
   paymentFailedSignal,
   paymentMethodUpdatedSignal,
   paymentOutcomeSignal,
@@ -52,7 +55,7 @@ import {
   type SubscriptionView,
   type SubscriptionWorkflowInput,
 } from './subscription-contracts';
-import { applyEvent, PER_INVOICE_ORDER_PATCH } from './subscription-events';
+import { applyEvent, isWellFormed, PER_INVOICE_ORDER_PATCH } from './subscription-events';
 import { dunningWorkflow } from './dunning';
 import {
   dunningInvoicePaidSignal,
@@ -111,6 +114,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
   validateCreateInput(input);
   const { workflowId } = workflowInfo();
   const stripe = proxyActivities<StripeActivities>(stripeStep());
+  const stripeSays = stripeConfirmations();
   const key = (step: string) => `${workflowId}:${step}`;
   const { subscriptionId, priceId, paymentMethodId } = input;
   const customerId = input.customer.customerId;
@@ -193,23 +197,45 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
     return result;
   };
 
-  /** The first payment's outcome: the settled answer of step 4, or the webhook's within the window. */
+  /** The first payment's outcome: the settled answer of step 4, or the webhook's within the window, as Stripe confirms it. */
   const awaitFirstPayment = async (subscription: CreateStripeSubscriptionResult): Promise<PaymentOutcome | null> => {
     if (subscription.firstPayment === 'paid') return null;
     if (subscription.firstPayment === 'failed') throw firstPaymentFailed(subscription.latestInvoiceId, subscription.declineCode ?? undefined);
     await record({});
     const outcomeOf = () => decidedOutcome(outcomes, subscription.latestInvoiceId);
-    if (!(await condition(() => outcomeOf() !== undefined, input.paymentWindowSeconds * 1000))) {
-      throw ApplicationFailure.create({
+    const deadline = Date.now() + input.paymentWindowSeconds * 1000;
+    const expired = () =>
+      ApplicationFailure.create({
         type: SUBSCRIPTION_FAILURE.paymentWindowExpired,
         nonRetryable: true,
         message: `first payment not completed within ${input.paymentWindowSeconds} seconds`,
         details: [{ invoiceId: subscription.latestInvoiceId }],
       });
+    if (!(await condition(() => outcomeOf() !== undefined, input.paymentWindowSeconds * 1000))) throw expired();
+    if (!patched(PAYMENT_FACTS_PATCH)) {
+      const outcome = outcomeOf()!;
+      if (outcome.outcome === 'failed') throw firstPaymentFailed(outcome.invoiceId, outcome.reason);
+      return outcome;
     }
-    const outcome = outcomeOf()!;
-    if (outcome.outcome === 'failed') throw firstPaymentFailed(outcome.invoiceId, outcome.reason);
-    return outcome;
+    // The signal only says where to look: Stripe's answer decides, and a claim it does not back is dropped.
+    for (;;) {
+      const claimed = outcomeOf()!;
+      const fact = await stripeSays.invoicePayment({ subscriptionId, invoiceId: claimed.invoiceId, claimed: claimed.outcome });
+      if (fact.status === 'paid') {
+        return {
+          ...claimed,
+          outcome: 'paid',
+          eventCreated: fact.paidAt === null ? claimed.eventCreated : Math.min(claimed.eventCreated, fact.paidAt + PAID_EVENT_SLACK_SECONDS),
+          ...(fact.amountPaid === null ? {} : { amountPaid: fact.amountPaid }),
+          ...(fact.currency === null ? {} : { currency: fact.currency }),
+        };
+      }
+      if (fact.status === 'failed' && claimed.outcome === 'failed') throw firstPaymentFailed(claimed.invoiceId, fact.declineCode ?? claimed.reason);
+      log.warn('first payment outcome not confirmed by Stripe: ignored', { claimed: claimed.outcome, stripe: fact.status });
+      outcomes.splice(outcomes.indexOf(claimed), 1);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || !(await condition(() => outcomeOf() !== undefined, remaining))) throw expired();
+    }
   };
 
   publish();
@@ -321,6 +347,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
 export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Promise<SubscriptionView> {
   const { workflowId } = workflowInfo();
   const stripe = proxyActivities<StripeActivities>(stripeStep());
+  const stripeSays = stripeConfirmations();
   let state: SubscriptionEntityState = { ...input.state, pendingEvents: [] };
   let eventsThisRun = 0;
   // PostgreSQL holds the state as of `persisted`; every change bumps `version`.
@@ -380,10 +407,54 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
       details,
     });
 
+  // Events wait for Stripe's word before they are applied (see PAYMENT_FACTS_PATCH), in the order they
+  // arrived: one waiting for Stripe holds back those behind it, so the ordering rules see what they always saw.
+  let confirming = 0;
+  let eventQueue: Promise<void> = Promise.resolve();
+  const needsStripe = (event: SubscriptionEvent) =>
+    (event.kind === 'renewalPaid' || event.kind === 'paymentFailed' || event.kind === 'subscriptionCanceled') &&
+    isWellFormed(event) &&
+    state.status !== 'canceled' &&
+    !state.recentEventIds.includes(event.eventId);
+  /** The event as Stripe confirms it (its amounts and time bounded by Stripe's), or null when Stripe does not. */
+  const confirmed = async (event: SubscriptionEvent): Promise<SubscriptionEvent | null> => {
+    if (event.kind === 'renewalPaid') {
+      const fact = await stripeSays.invoicePayment({ subscriptionId: state.subscriptionId, invoiceId: event.invoiceId, claimed: 'paid' });
+      if (fact.status !== 'paid') return null;
+      return {
+        ...event,
+        amountPaid: fact.amountPaid ?? event.amountPaid,
+        currency: fact.currency ?? event.currency,
+        eventCreated: fact.paidAt === null ? event.eventCreated : Math.min(event.eventCreated, fact.paidAt + PAID_EVENT_SLACK_SECONDS),
+      };
+    }
+    if (event.kind === 'paymentFailed') {
+      // A failure starts a campaign that suspends and may cancel: only for an unpaid invoice of this subscription.
+      const fact = await stripeSays.invoicePayment({ subscriptionId: state.subscriptionId, invoiceId: event.invoiceId, claimed: 'failed' });
+      return fact.status === 'failed' || fact.status === 'pending' ? event : null;
+    }
+    if (event.kind === 'subscriptionCanceled') return (await stripeSays.canceled(state.subscriptionId)) ? event : null;
+    return event;
+  };
+  const deliver = (event: SubscriptionEvent): Promise<void> | void => {
+    if (!patched(PAYMENT_FACTS_PATCH)) return receive(event);
+    confirming += 1;
+    eventQueue = eventQueue.then(async () => {
+      try {
+        const fact = needsStripe(event) ? await confirmed(event) : event;
+        if (fact) receive(fact);
+        else log.warn('subscription event not confirmed by Stripe: ignored', { kind: event.kind });
+      } finally {
+        confirming -= 1;
+      }
+    });
+    return eventQueue;
+  };
+
   setHandler(subscriptionStateQuery, () => entityView(state));
   const onEvent = (event: SubscriptionEvent) => {
     eventsThisRun += 1;
-    receive(event);
+    return deliver(event);
   };
   setHandler(renewalPaidSignal, (e) => onEvent({ ...e, kind: 'renewalPaid' }));
   setHandler(paymentFailedSignal, (e) => onEvent({ ...e, kind: 'paymentFailed' }));
@@ -391,8 +462,20 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
   setHandler(paymentMethodUpdatedSignal, (e) => onEvent({ ...e, kind: 'paymentMethodUpdated' }));
   // The first invoice's outcome, redelivered or late: the saga settled it before activation. Commands nothing, so replay-safe.
   setHandler(paymentOutcomeSignal, () => log.info('first payment outcome after activation: already settled'));
-  setHandler(dunningProgressSignal, (progress) => {
+  setHandler(dunningProgressSignal, async (progress) => {
     if (!isObject(progress) || !campaigns().some((c) => c.invoiceId === progress.invoiceId)) return;
+    // A campaign that says it canceled the subscription is believed once Stripe says so too.
+    if (progress.state === 'canceled' && state.status !== 'canceled' && patched(PAYMENT_FACTS_PATCH)) {
+      confirming += 1;
+      try {
+        if (!(await stripeSays.canceled(state.subscriptionId))) {
+          log.warn('dunning progress not confirmed by Stripe: ignored', { state: progress.state });
+          return;
+        }
+      } finally {
+        confirming -= 1;
+      }
+    }
     const dunning = campaigns().map((c) => (c.invoiceId === progress.invoiceId ? { ...c, ...pickProgress(progress) } : c));
     // A campaign's final action decides the subscription's status; a recovery is the invoice.paid webhook's to tell.
     if (progress.state === 'canceled' && state.status !== 'canceled') {
@@ -482,7 +565,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
     { validator: (request: RefundInvoiceRequest) => validateRefund(state, request) },
   );
 
-  for (const event of input.state.pendingEvents) receive(event);
+  for (const event of input.state.pendingEvents) void deliver(event);
   publish();
 
   const continueAsNewDue = () => eventsThisRun >= input.continueAsNewAfterEvents || workflowInfo().continueAsNewSuggested;
@@ -536,7 +619,7 @@ export async function subscriptionWorkflow(input: SubscriptionWorkflowInput): Pr
       persisted = target;
       continue;
     }
-    await condition(allHandlersFinished);
+    await condition(() => allHandlersFinished() && confirming === 0);
     if (ended() || persisted !== version || dunningWork.length > 0) continue;
     return continueAsSubscription({ ...input, state });
   }

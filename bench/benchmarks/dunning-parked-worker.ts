@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config/config';
 import { createLogger } from '../../src/log';
 import { createServices } from '../../src/services';
 import { connectWorker } from '../../src/temporal/connection';
-import { runWorkersUntil, stripeTaskQueue, WORKFLOWS_PATH } from '../../src/worker/worker';
+import { runWorkersUntil, stripeTaskQueue, WORKFLOW_INTERCEPTORS_PATH, WORKFLOWS_PATH } from '../../src/worker/worker';
 import { DEFAULT_DUNNING_POLICY, type DunningPolicy } from '../../workflows/dunning-contracts';
 import type { ParkedTimerSinks } from '../workflows/parked-timers';
 
@@ -81,7 +81,7 @@ export const PARKED_POLICY: DunningPolicy = {
 };
 
 type GeneralFakes = Pick<Activities, 'resolveDunningPolicy' | 'queueDunningNotice' | 'suspendEntitlements' | 'restoreEntitlements' | 'recordAudit'>;
-type StripeFakes = Pick<StripeActivities, 'retryInvoicePayment' | 'cancelStripeSubscription'>;
+type StripeFakes = Pick<StripeActivities, 'retryInvoicePayment' | 'cancelStripeSubscription' | 'confirmInvoicePayment'>;
 
 function send(message: ChildMessage, then?: () => void): void {
   process.send!(message, undefined, undefined, () => then?.());
@@ -140,6 +140,11 @@ async function main(start: Extract<ParentMessage, { type: 'start' }>): Promise<v
     },
   };
   const stripe: StripeFakes = {
+    // Each campaign first asks Stripe whether its invoice is an unpaid one of the subscription.
+    async confirmInvoicePayment(input) {
+      count('confirmInvoicePayment');
+      return { invoiceId: input.invoiceId, status: 'failed', amountPaid: null, currency: null, paidAt: null, declineCode: null };
+    },
     async retryInvoicePayment() {
       count('retryInvoicePayment');
       return { outcome: 'declined', declineCode: 'insufficient_funds' };
@@ -179,7 +184,7 @@ async function main(start: Extract<ParentMessage, { type: 'start' }>): Promise<v
     taskQueue: config.temporal.taskQueue,
     workflowsPath: WORKFLOWS_PATH,
     activities: general,
-    interceptors: { workflowModules: [path.resolve(__dirname, '../workflows/parked-timers.ts')] },
+    interceptors: { workflowModules: [WORKFLOW_INTERCEPTORS_PATH, path.resolve(__dirname, '../workflows/parked-timers.ts')] },
     sinks,
     ...(start.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: start.maxCachedWorkflows } : {}),
   });

@@ -11,6 +11,7 @@ export const SCOPES = [
   'customers:erase',
   'keys:rotate',
   'payload:decrypt',
+  'payload:encode',
   'audit:read',
 ] as const;
 

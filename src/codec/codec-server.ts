@@ -4,7 +4,7 @@ import type { Payload, PayloadCodec } from '@temporalio/common';
 import { z } from 'zod';
 import { AuditActorUnavailableError, type ActorOf } from '../audit/audit-actor';
 import type { AuditEntryInput } from '../audit/audit-types';
-import type { Principal } from '../auth/scopes';
+import type { Principal, Scope } from '../auth/scopes';
 import type { TokenVerifier } from '../auth/tokens';
 import { CryptoError } from '../crypto/errors';
 import { sendActorUnavailable } from '../http/auth';
@@ -14,12 +14,14 @@ import { KmsPayloadCodec } from '../temporal/payload-codec';
 
 /**
  * The codec server of the Temporal Web UI: it decodes payloads for authorised operators
- * only, and writes an audit entry for every decode.
+ * only, and writes an audit entry for every decode. Encoding (what the UI does to send a
+ * signal or an update) mints ciphertext every worker accepts, so it needs its own scope,
+ * `payload:encode`, and every encode is audited before anything is encrypted.
  *
  * Two ways in: a bearer token (the UI's "pass access token" mode behind the UI's own OIDC
  * login, in production), or a session cookie this server sets from a minted token on its
  * /login page (the UI's "include credentials" mode, for the local UI that has no login).
- * Either way the token must carry the `payload:decrypt` scope.
+ * Either way the token must carry the `payload:decrypt` scope (and `payload:encode` to encode).
  */
 export const SESSION_COOKIE = 'ledgerlock_codec_session';
 
@@ -99,10 +101,9 @@ export function createCodecApp(deps: CodecServerDeps): Express {
     res.status(204).end();
   });
 
-  const authenticated = authenticate(deps);
   const json = express.json({ limit: '8mb' });
 
-  app.post('/decode', authenticated, json, async (req, res) => {
+  app.post('/decode', authenticate(deps, 'payload:decrypt'), json, async (req, res) => {
     const body = jsonPayloads.safeParse(req.body);
     if (!body.success) throw validationProblem(body.error, 'body');
     const principal = res.locals.principal as Principal;
@@ -122,10 +123,23 @@ export function createCodecApp(deps: CodecServerDeps): Express {
     res.json({ payloads: decoded.map(toJson) });
   });
 
-  app.post('/encode', authenticated, json, async (req, res) => {
+  app.post('/encode', authenticate(deps, 'payload:encode'), json, async (req, res) => {
     const body = jsonPayloads.safeParse(req.body);
     if (!body.success) throw validationProblem(body.error, 'body');
-    const encoded = await deps.codec.encode(body.data.payloads.map(fromJson));
+    const principal = res.locals.principal as Principal;
+    const payloads = body.data.payloads.map(fromJson);
+    const namespace = String(req.header('x-namespace') ?? 'unknown');
+    // What is encoded here, workers accept as ours: audited before anything is encrypted.
+    await deps.recordAudit({
+      idempotencyKey: `codec-encode:${randomUUID()}`,
+      actor: principal.subject,
+      action: 'payload.encode',
+      subjectType: 'temporal-namespace',
+      subjectId: namespace,
+      purpose: 'operator sending a signal or an update from the Temporal Web UI',
+      details: { payloads: payloads.length, bytes: payloads.reduce((n, p) => n + (p.data?.length ?? 0), 0) },
+    });
+    const encoded = await deps.codec.encode(payloads);
     res.json({ payloads: encoded.map(toJson) });
   });
 
@@ -140,8 +154,8 @@ export function createCodecApp(deps: CodecServerDeps): Express {
   return app;
 }
 
-/** Bearer token first, then the session cookie; either must hold `payload:decrypt`. */
-function authenticate(deps: CodecServerDeps) {
+/** Bearer token first, then the session cookie; either must hold `scope`. */
+function authenticate(deps: CodecServerDeps, scope: Scope) {
   return async (req: Request, res: Response, next: NextFunction) => {
     const header = req.header('authorization');
     const bearer = header?.match(/^Bearer\s+(\S+)$/i)?.[1];
@@ -153,7 +167,7 @@ function authenticate(deps: CodecServerDeps) {
     const token = bearer ?? cookie;
     if (!token) {
       res.setHeader('WWW-Authenticate', 'Bearer');
-      return sendProblem(res, { title: 'Unauthorized', status: 401, detail: `Sign in at /login or send a bearer token with the payload:decrypt scope.` });
+      return sendProblem(res, { title: 'Unauthorized', status: 401, detail: `Sign in at /login or send a bearer token with the ${scope} scope.` });
     }
     let principal: Principal;
     try {
@@ -163,8 +177,8 @@ function authenticate(deps: CodecServerDeps) {
       res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
       return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'The token is invalid or expired.' });
     }
-    if (!principal.scopes.includes('payload:decrypt')) {
-      return sendProblem(res, { title: 'Forbidden', status: 403, detail: 'The token lacks the payload:decrypt scope.' });
+    if (!principal.scopes.includes(scope)) {
+      return sendProblem(res, { title: 'Forbidden', status: 403, detail: `The token lacks the ${scope} scope.` });
     }
     try {
       res.locals.actor = await deps.actorOf(principal.subject);

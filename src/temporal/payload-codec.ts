@@ -1,10 +1,12 @@
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
-import type { Payload, PayloadCodec } from '@temporalio/common';
+import type { Payload, PayloadCodec, SerializationContext } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { CiphertextInvalidError, KmsUnavailableError } from '../crypto/errors';
 import { DataKeyCache } from '../crypto/key-cache';
 import { mapKmsError } from '../crypto/kms-errors';
+import type { Logger } from '../log';
+import { REFUSED_ENCODING } from '../../workflows/payload-refusal';
 
 /**
  * Encrypts every payload the client and the worker hand to Temporal (inputs, results,
@@ -16,6 +18,12 @@ import { mapKmsError } from '../crypto/kms-errors';
  * data key's id and its wrapped bytes. Any process with KMS access can therefore decode
  * any payload, however old, and the encoding key can rotate as often as the cache limits
  * say without coordination. A payload is decodable until its master key is retired.
+ *
+ * Decoding refuses any payload this codec did not encrypt: plaintext from a client without
+ * the codec is what an attacker who reaches the Temporal frontend would send. Its content is
+ * withheld (a marker payload takes its place, see workflows/payload-refusal.ts), and the
+ * refusal is logged and counted. Search attributes and headers never pass through a codec;
+ * everything else Temporal hands a worker or client comes from an encoder of ours.
  */
 export const ENCRYPTED_ENCODING = 'binary/encrypted';
 const META_ENCODING = 'encoding';
@@ -39,7 +47,21 @@ export interface PayloadCodecDeps {
    * surface there. Clients that answer callers leave it off and fail fast.
    */
   readonly waitOutKmsOutages?: { readonly maxDelayMs: number };
+  /** Where refusals are logged (opaque ids and counts only). */
+  readonly log?: Pick<Logger, 'warn'>;
 }
+
+let refusedInProcess = 0;
+
+/** Payloads refused by every codec of this process since it started (a counter, for metrics and tests). */
+export function refusedPayloadCount(): number {
+  return refusedInProcess;
+}
+
+/** Encodings worth naming in a log line; anything else is someone's invention and is not echoed. */
+const KNOWN_ENCODINGS = new Set(['binary/null', 'binary/plain', 'json/plain', 'json/protobuf', 'binary/protobuf', REFUSED_ENCODING]);
+
+const REFUSED_PAYLOAD: Payload = { metadata: { [META_ENCODING]: Buffer.from(REFUSED_ENCODING) }, data: new Uint8Array() };
 
 interface EncodingKey {
   readonly keyId: string;
@@ -61,6 +83,8 @@ export class KmsPayloadCodec implements PayloadCodec {
   private current?: Promise<EncodingKey>;
   private readonly decodingKeys: DataKeyCache;
   private readonly unwrapping = new Map<string, Promise<void>>();
+  /** Payloads this codec refused to decode. */
+  refusedCount = 0;
 
   constructor(private readonly deps: PayloadCodecDeps) {
     this.decodingKeys = new DataKeyCache(deps.limits);
@@ -88,11 +112,17 @@ export class KmsPayloadCodec implements PayloadCodec {
     );
   }
 
-  /** Payloads that are not ours (never encoded by this codec) pass through unchanged. */
-  async decode(payloads: Payload[]): Promise<Payload[]> {
+  /**
+   * Decrypts our payloads; any other payload (never encoded by this codec) is refused: its
+   * content is withheld and replaced by a marker that converts to a `PayloadRefused`
+   * failure. Throwing here instead would fail the workflow task over and over (a plaintext
+   * signal would wedge the workflow for good); the marker refuses once, where it arrived.
+   */
+  async decode(payloads: Payload[], context?: SerializationContext): Promise<Payload[]> {
     return Promise.all(
       payloads.map(async (payload) => {
-        if (Buffer.from(payload.metadata?.[META_ENCODING] ?? []).toString() !== ENCRYPTED_ENCODING) return payload;
+        const encoding = Buffer.from(payload.metadata?.[META_ENCODING] ?? []).toString();
+        if (encoding !== ENCRYPTED_ENCODING) return this.refuse(encoding, context);
         const keyId = Buffer.from(payload.metadata?.[META_KEY_ID] ?? []).toString();
         const wrapped = payload.metadata?.[META_WRAPPED_KEY];
         const data = payload.data ? Buffer.from(payload.data) : Buffer.alloc(0);
@@ -109,6 +139,17 @@ export class KmsPayloadCodec implements PayloadCodec {
         }
       }),
     );
+  }
+
+  private refuse(encoding: string, context: SerializationContext | undefined): Payload {
+    refusedInProcess += 1;
+    this.refusedCount += 1;
+    this.deps.log?.warn('payload refused: not encrypted by our payload codec', {
+      encoding: KNOWN_ENCODINGS.has(encoding) ? encoding : 'other',
+      context: context?.type ?? null,
+      workflowId: context?.workflowId ?? null,
+    });
+    return REFUSED_PAYLOAD;
   }
 
   /** Ids of the payload keys the given payloads were encrypted under (for audit records). */

@@ -3,16 +3,36 @@ import type { DataConverter } from '@temporalio/common';
 import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleOption, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, createStripeActivities, type ActivityDeps } from '../../activities';
 import type { Config } from '../config/config';
+import { FAILURE_CONVERTER_PATH, PAYLOAD_CONVERTER_PATH } from '../temporal/data-converter';
 import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
 
 export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
+/** Refuses, inside every workflow, what our payload codec did not encrypt. */
+export const WORKFLOW_INTERCEPTORS_PATH = path.resolve(__dirname, '../../workflows/payload-authenticity.ts');
+
+/**
+ * What every workflow bundle is made of: the workflows, the payload-authenticity
+ * interceptors and the converters of the data converter. A prebuilt bundle ignores the
+ * worker's own converter paths and interceptor modules, so they must be bundled in.
+ */
+export const WORKFLOW_BUNDLE_OPTIONS: {
+  readonly workflowsPath: string;
+  readonly workflowInterceptorModules: string[];
+  readonly payloadConverterPath: string;
+  readonly failureConverterPath: string;
+} = {
+  workflowsPath: WORKFLOWS_PATH,
+  workflowInterceptorModules: [WORKFLOW_INTERCEPTORS_PATH],
+  payloadConverterPath: PAYLOAD_CONVERTER_PATH,
+  failureConverterPath: FAILURE_CONVERTER_PATH,
+};
 
 /**
  * Bundles the workflow code once. Started early by `npm start` so webpack runs while the
  * servers boot, then handed to {@link createWorkers}.
  */
 export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
-  return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietBundlerLogger });
+  return bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS, logger: quietBundlerLogger });
 }
 
 /** The workflow bundler's logger: warnings and errors only, to stderr. */
@@ -55,7 +75,9 @@ export async function createWorkers(options: WorkerOptions): Promise<[general: W
   const general = await Worker.create({
     ...common,
     taskQueue: options.config.temporal.taskQueue,
-    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    ...(options.workflowBundle
+      ? { workflowBundle: options.workflowBundle }
+      : { workflowsPath: WORKFLOWS_PATH, interceptors: { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] } }),
     // Bounded: thousands of dunning campaigns parked on timers must not grow the worker without limit.
     maxCachedWorkflows: options.config.temporal.maxCachedWorkflows,
     activities: createActivities(options.deps),

@@ -208,16 +208,52 @@ describe('codec server for the Temporal Web UI', () => {
     expect(res.headers.get('content-type')).toMatch(/problem\+json/);
   });
 
-  it('encodes for the UI (signal and update input), so what it sends is encrypted too', async () => {
-    const token = await tokenFor(config, 'ops-alice', ['payload:decrypt']);
-    const plain = toJson(defaultPayloadConverter.toPayload({ reason: 'operator-cancel' }));
-    const res = await fetch(`${url}/encode`, {
+  const encode = (headers: Record<string, string>, value: unknown = { reason: 'operator-cancel' }) =>
+    fetch(`${url}/encode`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ payloads: [plain] }),
+      headers: { 'content-type': 'application/json', 'x-namespace': 'default', ...headers },
+      body: JSON.stringify({ payloads: [toJson(defaultPayloadConverter.toPayload(value))] }),
     });
+
+  it('encodes only for payload:encode: a decrypt-only operator gets 403 and no ciphertext', async () => {
+    const decryptOnly = await tokenFor(config, 'ops-reader', ['payload:decrypt']);
+    const before = (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'payload.encode').length;
+    const refused = await encode({ authorization: `Bearer ${decryptOnly}` });
+    expect(refused.status).toBe(403);
+    expect(refused.headers.get('content-type')).toMatch(/problem\+json/);
+    expect(((await refused.json()) as { detail: string }).detail).toContain('payload:encode');
+    expect((await encode({})).status).toBe(401);
+
+    // A session cookie of a decrypt-only operator does not encode either.
+    const login = await fetch(`${url}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token: decryptOnly }),
+    });
+    const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
+    expect((await encode({ cookie, origin: UI })).status).toBe(403);
+    const after = (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'payload.encode').length;
+    expect(after).toBe(before);
+  });
+
+  it('encodes for the UI (signal and update input) with payload:encode, audits who and how many, and the result decodes', async () => {
+    const token = await tokenFor(config, 'ops-writer', ['payload:decrypt', 'payload:encode']);
+    const res = await encode({ authorization: `Bearer ${token}`, origin: UI });
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { payloads: { data: string }[] };
+    const body = (await res.json()) as { payloads: { metadata: Record<string, string>; data: string }[] };
     expect(Buffer.from(body.payloads[0]!.data, 'base64').toString()).not.toContain('operator-cancel');
+
+    const entry = (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'payload.encode').at(-1)!;
+    expect(entry).toMatchObject({ actor: 'ops-writer', subjectType: 'temporal-namespace', subjectId: 'default' });
+    expect(entry.details).toMatchObject({ payloads: 1 });
+    expect(JSON.stringify(entry)).not.toContain('operator-cancel');
+
+    const [decoded] = await codec.decode([
+      {
+        metadata: Object.fromEntries(Object.entries(body.payloads[0]!.metadata).map(([k, v]) => [k, Buffer.from(v, 'base64')])),
+        data: Buffer.from(body.payloads[0]!.data, 'base64'),
+      },
+    ]);
+    expect(defaultPayloadConverter.fromPayload(decoded!)).toEqual({ reason: 'operator-cancel' });
   });
 });

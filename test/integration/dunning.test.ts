@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServices, type Services } from '../../src/services';
 import { connectClient, connectWorker } from '../../src/temporal/connection';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
-import { WORKFLOWS_PATH } from '../../src/worker/worker';
+import { WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import { dunningStateQuery, dunningWorkflowId, type DunningPolicy, type DunningView } from '../../workflows/dunning-contracts';
 import { cancelSubscriptionUpdate, paymentFailedSignal, paymentMethodUpdatedSignal, renewalPaidSignal, subscriptionWorkflowId } from '../../workflows/subscription-contracts';
 import { createSubscriptionWorkflow } from '../../workflows/subscriptions';
@@ -37,7 +37,7 @@ describe('dunning campaigns', () => {
       namespace: config.temporal.namespace,
       taskQueue: config.temporal.taskQueue,
       fakes,
-      workflowBundle: await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: silentLogger }),
+      workflowBundle: await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS, logger: silentLogger }),
       dataConverter: services.dataConverter,
     });
   });

@@ -1,10 +1,16 @@
 import type { KMSClient } from '@aws-sdk/client-kms';
-import { defaultPayloadConverter } from '@temporalio/common';
+import { ApplicationFailure, defaultPayloadConverter, type PayloadConverter } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { codecKeyAlias } from '../../src/config/config';
 import { CiphertextInvalidError } from '../../src/crypto/errors';
 import { createKmsClient } from '../../src/kms/kms-client';
-import { ENCRYPTED_ENCODING, KmsPayloadCodec } from '../../src/temporal/payload-codec';
+import { PAYLOAD_CONVERTER_PATH } from '../../src/temporal/data-converter';
+import { ENCRYPTED_ENCODING, KmsPayloadCodec, refusedPayloadCount } from '../../src/temporal/payload-codec';
+import { PAYLOAD_REFUSED, REFUSED_ENCODING, REFUSED_MARK } from '../../workflows/payload-refusal';
+
+// Loaded the way the SDK loads it: by path, with Node's own require.
+const converterModule = require(PAYLOAD_CONVERTER_PATH) as { payloadConverter: PayloadConverter; REFUSED_ENCODING: string; PAYLOAD_REFUSED: string; REFUSED_MARK: string };
+const { payloadConverter } = converterModule;
 import { testConfig } from '../support/stack';
 
 describe('KMS payload codec', () => {
@@ -64,8 +70,50 @@ describe('KMS payload codec', () => {
     await expect(codec().decode([relabelled])).rejects.toThrow();
   });
 
-  it('passes through payloads it did not encode', async () => {
-    const plain = payload({ a: 1 });
-    expect(await codec().decode([plain])).toEqual([plain]);
+  it('refuses payloads it did not encode: their content is withheld, the refusal counted and logged without it', async () => {
+    const lines: string[] = [];
+    const logging = new KmsPayloadCodec({
+      kms,
+      masterKeyId: codecKeyAlias(config),
+      limits: { maxAgeMs: 60_000, maxUses: 1_000 },
+      log: { warn: (msg, fields) => lines.push(JSON.stringify({ msg, ...fields })) },
+    });
+    const before = refusedPayloadCount();
+    const plain = payload({ outcome: 'paid', invoiceId: 'in_forged_probe' });
+    const odd = { metadata: { encoding: Buffer.from('x-forged-probe/encoding') }, data: Buffer.from('forged-probe') };
+    const [encrypted] = await logging.encode([payload('ours')]);
+    const decoded = await logging.decode([plain, odd, encrypted!], { type: 'workflow', namespace: 'default', workflowId: 'subscription:probe' });
+
+    for (const refused of decoded.slice(0, 2)) {
+      expect(Buffer.from(refused.metadata!.encoding!).toString()).toBe(REFUSED_ENCODING);
+      expect(refused.data?.length ?? 0).toBe(0);
+    }
+    expect(defaultPayloadConverter.fromPayload(decoded[2]!)).toBe('ours');
+    expect(refusedPayloadCount() - before).toBe(2);
+    expect(logging.refusedCount).toBe(2);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toContain('json/plain');
+    expect(lines[0]).toContain('subscription:probe');
+    expect(lines.join('\n')).not.toMatch(/forged-probe|in_forged/);
+  });
+
+  it('turns a refused payload into a non-retryable PayloadRefused failure outside workflows', async () => {
+    const [refused] = await codec().decode([payload({ a: 1 })]);
+    let thrown: unknown;
+    try {
+      payloadConverter.fromPayload(refused!);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(ApplicationFailure);
+    expect(thrown).toMatchObject({ type: PAYLOAD_REFUSED, nonRetryable: true });
+    // The converter's own values are unchanged.
+    expect(payloadConverter.fromPayload(payloadConverter.toPayload({ a: 1 }))).toEqual({ a: 1 });
+  });
+
+  it('agrees with the workflow side on the refusal marker', () => {
+    expect(converterModule.REFUSED_ENCODING).toBe(REFUSED_ENCODING);
+    expect(converterModule.PAYLOAD_REFUSED).toBe(PAYLOAD_REFUSED);
+    expect(converterModule.REFUSED_MARK).toBe(REFUSED_MARK);
   });
 });

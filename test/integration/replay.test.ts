@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { WORKFLOWS_PATH } from '../../src/worker/worker';
+import { WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import { historyFromJson } from '../support/histories';
 import { silentLogger } from '../support/runtime';
 
@@ -21,7 +21,7 @@ const load = (file: string) => historyFromJson(JSON.parse(readFileSync(path.join
 describe('replay of recorded workflow histories', () => {
   let workflowBundle: WorkflowBundleWithSourceMap;
   beforeAll(async () => {
-    workflowBundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: silentLogger });
+    workflowBundle = await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS, logger: silentLogger });
   });
 
   it('has the subscription histories: the happy paths, each compensation path and the subscription’s life', () => {
@@ -35,6 +35,7 @@ describe('replay of recorded workflow histories', () => {
         'fail-at-create-stripe-subscription',
         'first-payment-declined-at-once',
         'first-payment-failed-signal',
+        'first-payment-forged-then-paid',
         'payment-window-expired',
         'fail-at-provision-entitlements',
         'fail-at-mark-active',

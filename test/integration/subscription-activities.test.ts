@@ -302,6 +302,71 @@ describe('subscription activities against stripe-mock and PostgreSQL', () => {
     });
   });
 
+  describe('confirmInvoicePayment and confirmSubscriptionCanceled: Stripe’s word on what a signal claimed', () => {
+    const created = async () => {
+      const subscriptionId = await newSubscription();
+      const { stripeSubscriptionId } = await stripe.createStripeSubscription({ subscriptionId, customerId, priceId: 'price_monthly', idempotencyKey: key('create') });
+      proxy.requests.length = 0;
+      return { subscriptionId, stripeSubscriptionId };
+    };
+
+    it('confirms a paid invoice of the subscription with Stripe’s amount, currency and time, reading only', async () => {
+      const { subscriptionId, stripeSubscriptionId } = await created();
+      proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/invoices/in_confirmed'), 200, {
+        ...paidInvoice('in_confirmed', stripeSubscriptionId, 'pi_confirmed'),
+        amount_paid: 2300,
+        currency: 'EUR',
+        status_transitions: { paid_at: 1_700_000_000 },
+      });
+      expect(await stripe.confirmInvoicePayment({ subscriptionId, invoiceId: 'in_confirmed', claimed: 'paid' })).toEqual({
+        invoiceId: 'in_confirmed',
+        status: 'paid',
+        amountPaid: 2300,
+        currency: 'eur',
+        paidAt: 1_700_000_000,
+        declineCode: null,
+      });
+      expect(proxy.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['GET /v1/invoices/in_confirmed']);
+      expect(proxy.requests[0]!.query.get('expand[0]')).toBe('payments');
+    });
+
+    it('backs no claim about an invoice of another subscription, or one Stripe does not hold paid (stripe-mock’s own draft)', async () => {
+      const { subscriptionId, stripeSubscriptionId } = await created();
+      proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/invoices/in_theirs'), 200, paidInvoice('in_theirs', 'sub_someone_else', 'pi_theirs'));
+      expect(await stripe.confirmInvoicePayment({ subscriptionId, invoiceId: 'in_theirs', claimed: 'paid' })).toMatchObject({ status: 'not_ours', amountPaid: null });
+      // stripe-mock's fixture: a draft of some other subscription.
+      expect((await stripe.confirmInvoicePayment({ subscriptionId, invoiceId: 'in_fixture', claimed: 'paid' })).status).toBe('not_ours');
+      proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/invoices/in_waiting'), 200, { ...paidInvoice('in_waiting', stripeSubscriptionId, 'pi_waiting'), status: 'open', amount_paid: 0 });
+      proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/payment_intents/pi_waiting'), 200, { id: 'pi_waiting', object: 'payment_intent', status: 'requires_action', last_payment_error: null });
+      expect((await stripe.confirmInvoicePayment({ subscriptionId, invoiceId: 'in_waiting', claimed: 'paid' })).status).toBe('pending');
+      proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/invoices/in_declined'), 200, { ...paidInvoice('in_declined', stripeSubscriptionId, 'pi_declined'), status: 'open', amount_paid: 0 });
+      proxy.failNext((method, path) => method === 'GET' && path.startsWith('/v1/payment_intents/pi_declined'), 200, {
+        id: 'pi_declined',
+        object: 'payment_intent',
+        status: 'requires_payment_method',
+        last_payment_error: { type: 'card_error', code: 'card_declined', decline_code: 'insufficient_funds' },
+      });
+      expect(await stripe.confirmInvoicePayment({ subscriptionId, invoiceId: 'in_declined', claimed: 'failed' })).toMatchObject({ status: 'failed', declineCode: 'insufficient_funds' });
+      expect(only('POST', '/')).toEqual([]);
+      // A subscription Stripe never created has no invoices to confirm, and Stripe is not even asked.
+      proxy.requests.length = 0;
+      expect((await stripe.confirmInvoicePayment({ subscriptionId: await newSubscription(), invoiceId: 'in_confirmed', claimed: 'paid' })).status).toBe('not_ours');
+      expect(proxy.requests).toEqual([]);
+    });
+
+    it('confirms a cancellation only when Stripe holds the subscription canceled', async () => {
+      const { subscriptionId, stripeSubscriptionId } = await created();
+      // stripe-mock's fixture subscription is active.
+      expect(await stripe.confirmSubscriptionCanceled({ subscriptionId })).toEqual({ canceled: false });
+      expect(proxy.requests.map((r) => `${r.method} ${r.path}`)).toEqual([`GET /v1/subscriptions/${stripeSubscriptionId}`]);
+      proxy.failNext((method, path) => method === 'GET' && path.startsWith(`/v1/subscriptions/${stripeSubscriptionId}`), 200, {
+        ...incompleteSubscription(stripeSubscriptionId, 'pi_x'),
+        status: 'canceled',
+      });
+      expect(await stripe.confirmSubscriptionCanceled({ subscriptionId })).toEqual({ canceled: true });
+    });
+  });
+
   describe('local activities', () => {
     it('provision entitlements once, revoke them idempotently, and grant anew after a revocation', async () => {
       const subscriptionId = await newSubscription();

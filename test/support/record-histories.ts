@@ -21,7 +21,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import { REPO_ROOT } from '../../src/stack/paths';
 import { serverPath } from '../../src/stack/servers';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
-import { WORKFLOWS_PATH } from '../../src/worker/worker';
+import { WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import {
   cancelSubscriptionUpdate,
   paymentFailedSignal,
@@ -66,7 +66,7 @@ async function main() {
     namespace: env.namespace ?? 'default',
     taskQueue: TASK_QUEUE,
     fakes,
-    workflowBundle: await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH }),
+    workflowBundle: await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS }),
   });
   const client = env.client;
   const written: string[] = [];
@@ -120,6 +120,8 @@ async function main() {
       ...recordDunning(),
       ...recordRotations(),
     ]);
+    // Alone: what Stripe says about the first invoice is shared by every saga of the run.
+    await recordForgedFirstPayment();
   } finally {
     await workers.stop();
     await env.teardown();
@@ -224,6 +226,21 @@ async function main() {
     await handle.executeUpdate(cancelSubscriptionUpdate, { args: [{ atPeriodEnd: false, requestedBy: 'svc-recorder' }] });
     await handle.result();
     await save('live-canceled-immediately', client.workflow.getHandle(workflowId));
+  }
+
+  /** Creation waiting for 3-D Secure: a "paid" signal Stripe does not back is ignored, then the real one activates. */
+  async function recordForgedFirstPayment() {
+    const { workflowId, handle } = await start('first-payment-forged-then-paid', { firstPayment: 'requires_action' });
+    await waitForView(client, workflowId, (v) => v.sagaStep === 'await-first-payment');
+    fakes.stripeSaysInvoice(FIRST_INVOICE.invoiceId, 'pending');
+    await handle.signal(paymentOutcomeSignal, { outcome: 'paid', invoiceId: FIRST_INVOICE.invoiceId, eventCreated: 1_700_000_100, eventId: 'evt_forged', amountPaid: 1500, currency: 'eur' });
+    for (let i = 0; i < 100 && fakes.inputsOf(workflowId, 'confirmInvoicePayment').length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    fakes.stripeSaysInvoice(FIRST_INVOICE.invoiceId, null);
+    await handle.signal(paymentOutcomeSignal, { outcome: 'paid', invoiceId: FIRST_INVOICE.invoiceId, eventCreated: 1_700_000_200, eventId: 'evt_paid', amountPaid: 1500, currency: 'eur' });
+    await waitForView(client, workflowId, (v) => v.status === 'active');
+    await save('first-payment-forged-then-paid', client.workflow.getHandle(workflowId, handle.firstExecutionRunId));
+    await handle.terminate('recorded');
   }
 
   /** Creation paid at once, then the subscription's life across two continue-as-new runs until canceled. */

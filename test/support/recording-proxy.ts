@@ -14,7 +14,9 @@ export interface RecordedRequest {
 /**
  * A recording proxy in front of stripe-mock: forwards every request unchanged and keeps
  * what was sent, so tests can assert exactly what Stripe received and how often.
- * `failNext` answers the next matching requests itself, to inject Stripe failures.
+ * `failNext` answers the next matching requests itself, to inject Stripe failures;
+ * `rewriteAnswers` changes stripe-mock's (stateless, fixture) answers, to make it hold what
+ * real Stripe would (an invoice paid, a subscription canceled).
  */
 export async function startRecordingProxy(target: string) {
   const requests: RecordedRequest[] = [];
@@ -22,6 +24,7 @@ export async function startRecordingProxy(target: string) {
   const held: { method: string; path: string; idempotencyKey: string | undefined }[] = [];
   const abandoned: { method: string; path: string; idempotencyKey: string | undefined }[] = [];
   const failures: { match: (method: string, path: string) => boolean; status: number; body: unknown; times: number }[] = [];
+  const rewrites: { match: (method: string, path: string) => boolean; rewrite: (answer: any) => unknown }[] = [];
   const upstream = new URL(target);
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -65,8 +68,19 @@ export async function startRecordingProxy(target: string) {
         { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
         (answer) => {
           record(answer.statusCode ?? 0);
-          res.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(res);
+          const rewrite = rewrites.find((r) => r.match(req.method!, req.url!.split('?')[0]!));
+          if (!rewrite || answer.statusCode !== 200) {
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            return void answer.pipe(res);
+          }
+          const parts: Buffer[] = [];
+          answer.on('data', (c: Buffer) => parts.push(c));
+          answer.on('end', () => {
+            const body = Buffer.from(JSON.stringify(rewrite.rewrite(JSON.parse(Buffer.concat(parts).toString()))));
+            const { 'content-length': _length, 'transfer-encoding': _chunked, 'content-encoding': _encoding, ...headers } = answer.headers;
+            res.writeHead(200, { ...headers, 'content-length': body.length });
+            res.end(body);
+          });
         },
       );
       upstreamRequest.on('error', () => {
@@ -89,6 +103,10 @@ export async function startRecordingProxy(target: string) {
     },
     failNext(match: (method: string, path: string) => boolean, status: number, body: unknown, times = 1) {
       failures.push({ match, status, body, times });
+    },
+    /** From now on, stripe-mock's 200 answers to matching requests (method, path without query) pass through `rewrite`. */
+    rewriteAnswers(match: (method: string, path: string) => boolean, rewrite: (answer: any) => unknown) {
+      rewrites.push({ match, rewrite });
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

@@ -11,6 +11,7 @@ import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
 import type { CreateSubscriptionInput, SubscriptionView } from '../../workflows/subscription-contracts';
 import { DEFAULT_DUNNING_POLICY, type DunningPolicy } from '../../workflows/dunning-contracts';
 import type { RetryInvoicePaymentResult } from '../../activities/dunning';
+import type { InvoicePaymentFact } from '../../activities/subscriptions';
 
 /**
  * Activity fakes for the subscription workflows: the same names as the real activities,
@@ -55,6 +56,8 @@ type StripeFakes = Pick<
   | 'refundInvoice'
   | 'retryInvoicePayment'
   | 'lastDeclineCode'
+  | 'confirmInvoicePayment'
+  | 'confirmSubscriptionCanceled'
 >;
 export type FakeActivityName = keyof GeneralFakes | keyof StripeFakes;
 
@@ -115,6 +118,9 @@ export function createSubscriptionFakes() {
   const declineCodes = new Map<string, string>();
   const suspensions = new Map<string, Set<string>>();
   const entitlementChanges: { subscriptionId: string; change: 'revoked' | 'restored' }[] = [];
+  // Stripe's word on invoices and subscriptions. Unless a test says otherwise, Stripe backs what the signal claimed.
+  const invoiceFacts = new Map<string, InvoicePaymentFact['status']>();
+  const notCanceled = new Set<string>();
 
   let sequence = 0;
   const general: GeneralFakes = {
@@ -193,6 +199,19 @@ export function createSubscriptionFakes() {
       status: 'succeeded',
     })),
     lastDeclineCode: fake('lastDeclineCode', (input) => ({ declineCode: declineCodes.get(input.invoiceId) ?? 'insufficient_funds' })),
+    confirmInvoicePayment: fake('confirmInvoicePayment', (input) => {
+      const status = invoiceFacts.get(input.invoiceId) ?? input.claimed;
+      const paid = status === 'paid';
+      return {
+        invoiceId: input.invoiceId,
+        status,
+        amountPaid: paid ? FIRST_INVOICE.amount : null,
+        currency: paid ? FIRST_INVOICE.currency : null,
+        paidAt: null,
+        declineCode: status === 'failed' ? (declineCodes.get(input.invoiceId) ?? null) : null,
+      };
+    }),
+    confirmSubscriptionCanceled: fake('confirmSubscriptionCanceled', (input) => ({ canceled: !notCanceled.has(input.subscriptionId) })),
     retryInvoicePayment: fake('retryInvoicePayment', (input) => retryOutcomes.get(input.invoiceId)?.shift() ?? { outcome: 'declined' as const, declineCode: 'insufficient_funds' }),
   };
 
@@ -225,6 +244,15 @@ export function createSubscriptionFakes() {
     /** What Stripe says declined the invoice's last payment (default insufficient_funds). */
     declinedWith(invoiceId: string, declineCode: string): void {
       declineCodes.set(invoiceId, declineCode);
+    },
+    /** What Stripe answers when asked about this invoice's payment, whatever a signal claims. */
+    stripeSaysInvoice(invoiceId: string, status: InvoicePaymentFact['status'] | null): void {
+      if (status === null) invoiceFacts.delete(invoiceId);
+      else invoiceFacts.set(invoiceId, status);
+    },
+    /** Stripe holds this subscription live: a signal saying it ended is not backed. */
+    stripeSaysNotCanceled(subscriptionId: string): void {
+      notCanceled.add(subscriptionId);
     },
     /** Revocations and restorations by suspension, in order. */
     entitlementChangesOf(subscriptionId: string): ('revoked' | 'restored')[] {
