@@ -8,9 +8,11 @@ import { connectClient } from '../../src/temporal/connection';
 import { STRIPE_WEBHOOK_PATH } from '../../src/webhooks/webhook-routes';
 import { dunningStateQuery, dunningWorkflowId, type DunningView } from '../../workflows/dunning-contracts';
 import { subscriptionStateQuery, subscriptionWorkflowId } from '../../workflows/subscription-contracts';
+import { findSubscription } from '../../src/subscriptions/subscription-dal';
+import { startRecordingProxy } from '../support/recording-proxy';
 import { startTestApi } from '../support/runtime';
 import { spawnCli, type SpawnedCli } from '../support/spawn';
-import { testConfig, testEnv } from '../support/stack';
+import { testConfig, testEnv, testStack } from '../support/stack';
 import { invoiceEvent, signedHeaders, TEST_WEBHOOK_SECRET } from '../support/stripe-events';
 import { tokenFor } from '../support/tokens';
 
@@ -23,7 +25,7 @@ import { tokenFor } from '../support/tokens';
 describe('a dunning campaign when its worker is killed during a wait', () => {
   const taskQueue = `dunning-kill-${process.pid}`;
   const RETRY_AFTER_SECONDS = 25;
-  const overrides = {
+  const overrides: Record<string, string> = {
     TEMPORAL_TASK_QUEUE: taskQueue,
     STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
     DUNNING_POLICY: JSON.stringify({ retryOffsetsSeconds: [RETRY_AFTER_SECONDS, 3600], gracePeriodSeconds: 3600, finalAction: 'leave_past_due' }),
@@ -33,6 +35,8 @@ describe('a dunning campaign when its worker is killed during a wait', () => {
   let client: Client;
   let worker: SpawnedCli | undefined;
   let token: string;
+  let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
+  let stripeSubscriptionId: string | undefined;
 
   const startWorker = async () => {
     const started = spawnCli(['worker'], testEnv({ ...overrides, LOG_LEVEL: 'info' }));
@@ -41,6 +45,14 @@ describe('a dunning campaign when its worker is killed during a wait', () => {
   };
 
   beforeAll(async () => {
+    // A failed payment is believed only for an unpaid invoice of the subscription at Stripe. stripe-mock keeps
+    // no state, so a proxy answers for every invoice asked about what real Stripe would hold: one of ours, open.
+    proxy = await startRecordingProxy(testStack().stripeApiUrl);
+    proxy.rewriteAnswers(
+      (method, path) => method === 'GET' && /^\/v1\/invoices\/in_[A-Za-z0-9_]+$/.test(path),
+      (invoice) => ({ ...invoice, parent: { type: 'subscription_details', subscription_details: { metadata: {}, subscription: stripeSubscriptionId } }, status: 'open', amount_paid: 0 }),
+    );
+    overrides.STRIPE_API_URL = proxy.url;
     config = testConfig(overrides);
     [api, worker] = await Promise.all([startTestApi(config), startWorker()]);
     client = await connectClient(config, api.services.dataConverter);
@@ -51,6 +63,7 @@ describe('a dunning campaign when its worker is killed during a wait', () => {
     await worker?.exited;
     await client?.connection.close();
     await api?.stop();
+    await proxy?.close();
   });
 
   it('retries on time after a new worker takes over', async () => {
@@ -63,6 +76,7 @@ describe('a dunning campaign when its worker is killed during a wait', () => {
     const { subscriptionId } = (await created.json()) as { subscriptionId: string };
     const subscription = client.workflow.getHandle(subscriptionWorkflowId(subscriptionId));
     await vi.waitFor(async () => expect((await subscription.query(subscriptionStateQuery)).status).toBe('active'), { timeout: 45_000, interval: 250 });
+    stripeSubscriptionId = (await findSubscription(api.services.db, subscriptionId))!.stripe_subscription_id!;
 
     const body = JSON.stringify(invoiceEvent({ type: 'invoice.payment_failed', subscriptionId, invoiceId: 'in_killtest1' }));
     expect((await fetch(`${api.url}${STRIPE_WEBHOOK_PATH}`, { method: 'POST', headers: signedHeaders(body), body })).status).toBe(200);

@@ -14,7 +14,7 @@ import { loadConfig } from '../../src/config/config';
 import { connectionOptions, createDb, dropDatabase } from '../../src/db/database';
 import { REPO_ROOT } from '../../src/stack/paths';
 import { freePort, tcpProbe } from '../../src/stack/process';
-import { spawnCli } from '../support/spawn';
+import { cliEnv, spawnCli } from '../support/spawn';
 import { testStack } from '../support/stack';
 
 function pidAlive(pid: number): boolean {
@@ -134,21 +134,12 @@ describe('ledgerlock start (npm start)', () => {
     expect(cli.stderr()).toContain('API_PORT');
     expect(cli.stderr()).toContain('LOG_LEVEL');
   });
-});
-
-describe('npm start under faults', () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups) await cleanup();
-  });
 
   it('survives terminated PostgreSQL connections, restarts a killed app process, and leaves nothing behind when npm gets SIGTERM', async () => {
     const { ports, env, dataDir, databaseUrl } = await startEnv();
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }), () => dropDatabase(databaseUrl));
-    const base = { ...process.env };
-    for (const name of ['TEMPORAL_ADDRESS', 'KMS_ENDPOINT', 'STRIPE_API_URL', 'DATABASE_URL', 'LEDGERLOCK_MODE']) delete base[name];
     // As a process supervisor runs it: npm, its shell, then our node process.
-    const npm = spawn('npm', ['start', '--silent'], { cwd: REPO_ROOT, env: { ...base, ...env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const npm = spawn('npm', ['start', '--silent'], { cwd: REPO_ROOT, env: cliEnv({ ...env, LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
     cleanups.push(() => void npm.kill('SIGKILL'));
     let out = '';
     npm.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));

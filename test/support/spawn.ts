@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { LEDGERLOCK_BIN } from '../../src/stack/paths';
 
 /** Variables of the developer's shell that would steer a spawned Ledgerlock elsewhere. */
-const INHERITED_OVERRIDES = ['TEMPORAL_ADDRESS', 'KMS_ENDPOINT', 'STRIPE_API_URL', 'STRIPE_SECRET_KEY', 'AWS_REGION', 'DATABASE_URL', 'LEDGERLOCK_MODE'];
+const INHERITED_OVERRIDES = ['TEMPORAL_ADDRESS', 'TEMPORAL_API_KEY', 'KMS_ENDPOINT', 'STRIPE_API_URL', 'STRIPE_SECRET_KEY', 'AWS_REGION', 'DATABASE_URL', 'DATABASE_APP_URL', 'LEDGERLOCK_MODE'];
 
 export interface SpawnedCli {
   readonly child: ChildProcess;
@@ -14,10 +14,15 @@ export interface SpawnedCli {
   waitFor(text: string, timeoutMs: number): Promise<void>;
 }
 
-export function spawnCli(args: string[], env: Record<string, string>): SpawnedCli {
+/** This process's environment without what would steer a spawned Ledgerlock elsewhere, then `env`. */
+export function cliEnv(env: Record<string, string>): NodeJS.ProcessEnv {
   const base = { ...process.env };
   for (const name of INHERITED_OVERRIDES) delete base[name];
-  const child = spawn(process.execPath, [LEDGERLOCK_BIN, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return { ...base, ...env };
+}
+
+export function spawnCli(args: string[], env: Record<string, string>): SpawnedCli {
+  const child = spawn(process.execPath, [LEDGERLOCK_BIN, ...args], { env: cliEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
