@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -65,7 +65,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 interface StripeProxy {
   readonly url: string;
   faultRate: number;
-  /** Ledgerlock id + endpoint → the distinct idempotency keys Stripe answered 2xx for, with counts. */
+  /** Ledgerlock id (or, for a DELETE, the object's path) + method + endpoint → the distinct idempotency keys Stripe answered 2xx for, with counts. */
   readonly creations: Map<string, Map<string, number>>;
   close(): Promise<void>;
 }
@@ -89,9 +89,11 @@ async function startStripeProxy(target: string): Promise<StripeProxy> {
       const forwarded = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } }, (answer) => {
         const key = req.headers['idempotency-key'];
         const body = new URLSearchParams(raw.toString());
-        const ours = body.get('metadata[ledgerlock_subscription_id]') ?? body.get('metadata[ledgerlock_customer_id]');
-        if (req.method === 'POST' && typeof key === 'string' && ours && (answer.statusCode ?? 0) < 300) {
-          const id = `${ours} ${req.url!.split('?')[0]}`;
+        const pathOnly = req.url!.split('?')[0]!;
+        // What one saga step changes: an object created for one of our ids, or the object a DELETE names.
+        const ours = req.method === 'DELETE' ? pathOnly : (body.get('metadata[ledgerlock_subscription_id]') ?? body.get('metadata[ledgerlock_customer_id]'));
+        if ((req.method === 'POST' || req.method === 'DELETE') && typeof key === 'string' && ours && (answer.statusCode ?? 0) < 300) {
+          const id = `${ours} ${req.method} ${pathOnly}`;
           const keys = creations.get(id) ?? new Map<string, number>();
           keys.set(key, (keys.get(key) ?? 0) + 1);
           creations.set(id, keys);
@@ -208,8 +210,11 @@ async function buildWorld(dataDir: string, toolsDir: string, databaseUrl: string
     STRIPE_MAX_ACTIVITIES_PER_SECOND: '200',
     API_PORT: String(apiPort),
     LOG_LEVEL: 'error',
-    // Compressed for a bounded run: the relay retries Temporal at most a second apart.
+    // Compressed for a bounded run: the relay retries Temporal at most a second apart, and a
+    // rotation retires the old keys seconds after promotion.
     STRIPE_WEBHOOK_RETRY_MAX_SECONDS: '1',
+    DATA_KEY_CACHE_MAX_AGE_SECONDS: '5',
+    KEY_ROTATION_GRACE_SECONDS: '5',
   } as Record<string, string>;
   const config = loadConfig(env);
   await ensureDatabase(ownerDatabaseUrl(config));
@@ -224,7 +229,7 @@ async function buildWorld(dataDir: string, toolsDir: string, databaseUrl: string
     proxy,
     api: undefined as unknown as RunningServer,
     apiServices: createServices(config, quiet),
-    token: await tokenFor(config, 'chaos-billing', ['subscriptions:write', 'subscriptions:read']),
+    token: await tokenFor(config, 'chaos-billing', ['subscriptions:write', 'subscriptions:read', 'customers:write', 'customers:erase', 'keys:rotate']),
     crashes: 0,
     killWorker: async () => undefined,
     startWorker: async () => undefined,
@@ -341,14 +346,7 @@ async function sagaScenario(world: World, name: string, fault: Fault, options: {
   } finally {
     await db.destroy();
   }
-  const ours = new Set(subscriptionIds);
-  let duplicates = 0;
-  let sameKeyRetries = 0;
-  for (const [id, keys] of world.proxy.creations) {
-    if (!ours.has(id.split(' ')[0]!)) continue;
-    duplicates += keys.size - 1;
-    for (const count of keys.values()) sameKeyRetries += count - 1;
-  }
+  const { duplicates, sameKeyRetries } = stripeRepeats(world, (id) => subscriptionIds.includes(id));
   const completed = statuses.filter((s) => s.status === 'active').length;
   const compensated = statuses.filter((s) => s.status === 'failed').length;
   return {
@@ -362,6 +360,125 @@ async function sagaScenario(world: World, name: string, fault: Fault, options: {
     recoverySeconds: Math.max(0, Math.round((settledAt - faultEnded) / 100) / 10),
     sameKeyRetries,
     ...(options.notes ? { notes: options.notes } : {}),
+  };
+}
+
+/** Stripe changes made twice for one step (distinct keys), and same-key retries, for the ids `mine` accepts. */
+function stripeRepeats(world: World, mine: (id: string) => boolean): { duplicates: number; sameKeyRetries: number } {
+  let duplicates = 0;
+  let sameKeyRetries = 0;
+  for (const [id, keys] of world.proxy.creations) {
+    if (!mine(id.split(' ')[0]!)) continue;
+    duplicates += keys.size - 1;
+    for (const count of keys.values()) sameKeyRetries += count - 1;
+  }
+  return { duplicates, sameKeyRetries };
+}
+
+const post = (world: World, route: string, body: unknown, key?: string, method = 'POST', headers: Record<string, string> = {}) =>
+  fetch(`${world.api.url}${route}`, {
+    method,
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${world.token}`, ...(key ? { 'idempotency-key': key } : {}), ...headers },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  }).catch(() => undefined);
+
+/** Registers RUNS customers, then erases them all while the worker is SIGKILLed every 5 s: every erasure must finish, once. */
+async function erasureScenario(world: World): Promise<ScenarioResult> {
+  const name = 'erasure-worker-sigkilled-every-5s';
+  process.stdout.write(`chaos: ${name} ...\n`);
+  const crashesBefore = world.crashes;
+  const customers: { customerId: string }[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const res = await post(world, '/v1/customers', { email: `erase-${i}@example.com`, name: `Erase ${i}`, country: 'FR' }, `erase-${i}-${randomUUID()}`);
+    if (res?.status === 202) customers.push((await res.json()) as { customerId: string });
+  }
+  const db = createDb(ownerDatabaseUrl(world.config), { max: 1 });
+  try {
+    const ids = customers.map((c) => c.customerId);
+    const stripeIds = async () => (await db.selectFrom('customers').select(['id', 'stripe_customer_id']).where('id', 'in', ids).execute()).filter((r) => r.stripe_customer_id);
+    for (let i = 0; i < 240 && (await stripeIds()).length < ids.length; i++) await sleep(500);
+    const stripeCustomers = new Set((await stripeIds()).map((r) => `/v1/customers/${r.stripe_customer_id}`));
+
+    let running = true;
+    let faultEnded = 0;
+    const faulting = killWorkerRepeatedly(world, () => running).finally(() => (faultEnded = Date.now()));
+    for (const { customerId } of customers) {
+      for (let attempt = 0; attempt < 60; attempt++) {
+        const res = await post(world, `/v1/customers/${customerId}`, undefined, undefined, 'DELETE', { 'ledgerlock-purpose': 'chaos erasure' });
+        await res?.arrayBuffer();
+        if (res?.status === 202 || res?.status === 200) break;
+        await sleep(500);
+      }
+    }
+    running = false;
+    await faulting;
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+    let erased = 0;
+    for (;;) {
+      const keys = await db.selectFrom('data_keys').select(['customer_id', 'status']).where('customer_id', 'in', ids).execute();
+      const audits = await db.selectFrom('audit_log').select(['subject_id']).where('action', '=', 'customer.erased').where('subject_id', 'in', ids).execute();
+      erased = ids.filter((id) => keys.every((k) => k.customer_id !== id || k.status === 'destroyed') && audits.some((a) => a.subject_id === id)).length;
+      if (erased === ids.length || Date.now() > deadline) break;
+      await sleep(500);
+    }
+    const repeats = stripeRepeats(world, (id) => stripeCustomers.has(id));
+    return {
+      name,
+      runs: customers.length,
+      completed: erased,
+      compensated: 0,
+      ...repeats,
+      lost: RUNS - erased,
+      crashes: world.crashes - crashesBefore,
+      recoverySeconds: Math.max(0, Math.round((Date.now() - faultEnded) / 100) / 10),
+      notes: 'completed = data keys destroyed and customer.erased audited; duplicates = a Stripe customer deleted under two idempotency keys',
+    };
+  } finally {
+    await db.destroy();
+  }
+}
+
+/** One key rotation over every data key made so far, while the worker is SIGKILLed every 5 s: it must complete (re-wrap resumed from its cursor), never undo itself for an outage. */
+async function rotationScenario(world: World): Promise<ScenarioResult> {
+  const name = 'key-rotation-worker-sigkilled-every-5s';
+  process.stdout.write(`chaos: ${name} ...\n`);
+  const crashesBefore = world.crashes;
+  let rotationId: string | undefined;
+  for (let attempt = 0; attempt < 60 && !rotationId; attempt++) {
+    const res = await post(world, '/v1/key-rotations', {});
+    if (res?.status === 202) rotationId = ((await res.json()) as { rotationId: string }).rotationId;
+    else await sleep(1_000);
+  }
+  let running = true;
+  let faultEnded = 0;
+  const faulting = killWorkerRepeatedly(world, () => running).finally(() => (faultEnded = Date.now()));
+  const db = createDb(ownerDatabaseUrl(world.config), { max: 1 });
+  let status = 'running';
+  try {
+    const faultUntil = Date.now() + 30_000;
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      status = (await db.selectFrom('key_rotations').select('status').where('id', '=', rotationId ?? '').executeTakeFirst().catch(() => undefined))?.status ?? status;
+      if (Date.now() > faultUntil) running = false;
+      if (status !== 'running') break;
+      await sleep(500);
+    }
+    running = false;
+    await faulting;
+  } finally {
+    await db.destroy();
+  }
+  return {
+    name,
+    runs: rotationId ? 1 : 0,
+    completed: status === 'completed' ? 1 : 0,
+    compensated: status === 'failed' ? 1 : 0,
+    duplicates: 0,
+    lost: status === 'running' || !rotationId ? 1 : 0,
+    crashes: world.crashes - crashesBefore,
+    recoverySeconds: Math.max(0, Math.round((Date.now() - faultEnded) / 100) / 10),
+    sameKeyRetries: 0,
+    notes: 'one rotation (they run one at a time) over every data key of the run, with a 5 s grace period; completed = retired the old keys',
   };
 }
 
@@ -441,73 +558,92 @@ const killWorkerRepeatedly: Fault = async (world, running) => {
   } while (running());
 };
 
+/** The scenarios on the shared PostgreSQL, in the order they run. */
+const SHARED: Record<string, (world: World) => Promise<ScenarioResult>> = {
+  'worker-sigkilled-every-5s': (w) => sagaScenario(w, 'worker-sigkilled-every-5s', killWorkerRepeatedly),
+  'postgres-connections-terminated-every-2s': (w) => sagaScenario(w, 'postgres-connections-terminated-every-2s', terminateBackends(ownerDatabaseUrl(w.config))),
+  'temporal-restarted': (w) =>
+    sagaScenario(w, 'temporal-restarted', async (world) => {
+      await sleep(2_000);
+      await world.restartTemporal();
+    }),
+  'kms-stopped-20s': (w) =>
+    sagaScenario(
+      w,
+      'kms-stopped-20s',
+      async (world) => {
+        await world.stopKms();
+        await sleep(20_000);
+        await world.startKms();
+      },
+      { faultFirst: true, notes: 'the API refuses new sagas with 503 kms while KMS is down (they need a data key); clients retry with the same Idempotency-Key' },
+    ),
+  'stripe-10pct-429-500-reset': (w) =>
+    sagaScenario(w, 'stripe-10pct-429-500-reset', async (world, running) => {
+      world.proxy.faultRate = 0.1;
+      while (running()) await sleep(250);
+      world.proxy.faultRate = 0;
+    }),
+  'erasure-worker-sigkilled-every-5s': erasureScenario,
+  'key-rotation-worker-sigkilled-every-5s': rotationScenario,
+  'webhooks-30pct-duplicates-api-restart': webhookScenario,
+};
+const PRIVATE_POSTGRES = 'postgres-restarted';
+
+/** `npm run chaos [scenario ...]`: all of them, or those named; results of scenarios not run are kept from the last run. */
 async function main(): Promise<void> {
+  const wanted = process.argv.slice(2);
+  const known = [...Object.keys(SHARED), PRIVATE_POSTGRES];
+  const unknown = wanted.filter((name) => !known.includes(name));
+  if (unknown.length) throw new Error(`unknown scenario(s): ${unknown.join(', ')}; known: ${known.join(', ')}`);
+  const runs = (name: string) => wanted.length === 0 || wanted.includes(name);
   const toolsDir = process.env.LEDGERLOCK_TOOLS_DIR ?? path.join(REPO_ROOT, '.tools');
   await ensureServers(toolsDir);
   const root = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-chaos-'));
-  const baseUrl = new URL(process.env.BENCH_DATABASE_URL ?? 'postgres://127.0.0.1:5432/postgres');
-  baseUrl.pathname = `/ledgerlock_chaos_${process.pid}`;
   const results: ScenarioResult[] = [];
-  const world = await buildWorld(path.join(root, 'shared'), toolsDir, baseUrl.toString());
-  try {
-    results.push(await sagaScenario(world, 'worker-sigkilled-every-5s', killWorkerRepeatedly));
-    results.push(await sagaScenario(world, 'postgres-connections-terminated-every-2s', terminateBackends(ownerDatabaseUrl(world.config))));
-    results.push(
-      await sagaScenario(world, 'temporal-restarted', async (w) => {
-        await sleep(2_000);
-        await w.restartTemporal();
-      }),
-    );
-    results.push(
-      await sagaScenario(
-        world,
-        'kms-stopped-20s',
-        async (w) => {
-          await w.stopKms();
-          await sleep(20_000);
-          await w.startKms();
-        },
-        { faultFirst: true, notes: 'the API refuses new sagas with 503 kms while KMS is down (they need a data key); clients retry with the same Idempotency-Key' },
-      ),
-    );
-    results.push(
-      await sagaScenario(world, 'stripe-10pct-429-500-reset', async (w, running) => {
-        w.proxy.faultRate = 0.1;
-        while (running()) await sleep(250);
-        w.proxy.faultRate = 0;
-      }),
-    );
-    results.push(await webhookScenario(world));
-  } finally {
-    await world.close();
-    await dropDatabase(baseUrl.toString()).catch(() => undefined);
-  }
-
-  // A real PostgreSQL restart, on a private instance: the shared one is never touched.
-  const privateDir = path.join(root, 'private');
-  mkdirSync(privateDir, { recursive: true });
-  const postgres = await startPrivatePostgres(privateDir);
-  try {
-    const privateWorld = await buildWorld(path.join(root, 'private-world'), toolsDir, postgres.url);
+  const shared = Object.keys(SHARED).filter(runs);
+  if (shared.length) {
+    const baseUrl = new URL(process.env.BENCH_DATABASE_URL ?? 'postgres://127.0.0.1:5432/postgres');
+    baseUrl.pathname = `/ledgerlock_chaos_${process.pid}`;
+    const world = await buildWorld(path.join(root, 'shared'), toolsDir, baseUrl.toString());
     try {
-      results.push(
-        await sagaScenario(privateWorld, 'postgres-restarted', async () => {
-          await sleep(2_000);
-          postgres.restart();
-        }),
-      );
+      for (const name of shared) results.push(await SHARED[name]!(world));
     } finally {
-      await privateWorld.close();
+      await world.close();
+      await dropDatabase(baseUrl.toString()).catch(() => undefined);
     }
-  } finally {
-    postgres.stop();
+  }
+  if (runs(PRIVATE_POSTGRES)) {
+    // A real PostgreSQL restart, on a private instance: the shared one is never touched.
+    const privateDir = path.join(root, 'private');
+    mkdirSync(privateDir, { recursive: true });
+    const postgres = await startPrivatePostgres(privateDir);
+    try {
+      const privateWorld = await buildWorld(path.join(root, 'private-world'), toolsDir, postgres.url);
+      try {
+        results.push(
+          await sagaScenario(privateWorld, PRIVATE_POSTGRES, async () => {
+            await sleep(2_000);
+            postgres.restart();
+          }),
+        );
+      } finally {
+        await privateWorld.close();
+      }
+    } finally {
+      postgres.stop();
+    }
   }
   rmSync(root, { recursive: true, force: true });
-  writeResults(results);
+  writeResults(results, known);
 }
 
-function writeResults(scenarios: readonly ScenarioResult[]): void {
+function writeResults(fresh: readonly ScenarioResult[], order: readonly string[]): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = path.join(RESULTS_DIR, 'chaos.json');
+  const previous: ScenarioResult[] = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { scenarios: ScenarioResult[] }).scenarios : [];
+  const byName = new Map([...previous, ...fresh].map((r) => [r.name, r]));
+  const scenarios = order.flatMap((name) => (byName.has(name) ? [byName.get(name)!] : []));
   const doc = { machine: machine(), measuredAt: new Date().toISOString(), runsPerScenario: RUNS, scenarios };
   writeFileSync(path.join(RESULTS_DIR, 'chaos.json'), JSON.stringify(doc, null, 2) + '\n');
   const rows = scenarios.map((s) => `| ${s.name} | ${s.runs} | ${s.completed} | ${s.compensated} | ${s.duplicates} | ${s.lost} | ${s.crashes} | ${s.recoverySeconds} | ${s.sameKeyRetries} |`);

@@ -91,9 +91,9 @@ export async function startWorker(
     let run = firstRun;
     for (let failures = 0; ; ) {
       try {
+        // A run that ends without an error was shut down on purpose: by stop(), or by the SDK on a signal.
         await run;
-        if (stopping) return;
-        throw new Error('worker stopped by itself');
+        return;
       } catch (err) {
         if (stopping) return;
         // One worker of the pair failing leaves the other polling alone: stop both, then rebuild both.

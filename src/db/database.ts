@@ -232,7 +232,7 @@ export interface DbOptions {
    * this guards against the application's own mistakes, not a compromised process.
    */
   readonly role?: string | undefined;
-  /** Told when an idle pooled connection dies (PostgreSQL restarted, backend terminated). */
+  /** Told when a pooled connection dies (PostgreSQL restarted, backend terminated). */
   readonly log?: Pick<Logger, 'warn'>;
 }
 
@@ -240,8 +240,9 @@ export function createDb(databaseUrl: string, options: DbOptions = {}): Db {
   const pool = new pg.Pool({ ...connectionOptions(databaseUrl), max: options.max ?? 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   // An idle client whose server went away emits 'error' on the pool; unheard, that event ends
   // the process. The pool has already discarded the client: the next query connects afresh.
-  pool.on('error', (err) => options.log?.warn('idle PostgreSQL connection lost', { reason: databaseOutage(err) ?? connectFailureReason(err) }));
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: resilientPool(pool, options.role) }) });
+  const lost = (state: string) => (err: Error) => options.log?.warn('PostgreSQL connection lost', { state, reason: databaseOutage(err) ?? connectFailureReason(err) });
+  pool.on('error', lost('idle'));
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: resilientPool(pool, options.role, lost('checked out')) }) });
 }
 
 /** How long a query waits for a connection before PostgreSQL counts as unavailable. */
@@ -249,15 +250,20 @@ const CONNECT_TIMEOUT_MS = 5_000;
 
 /**
  * The pool kysely uses. A connection that cannot be made fails as
- * {@link DatabaseUnavailableError}, so callers can tell an outage from a refusal.
+ * {@link DatabaseUnavailableError}, so callers can tell an outage from a refusal. A
+ * checked-out connection has no 'error' listener of the pool's: one that dies between two
+ * statements (inside a transaction, say) would emit an unheard 'error' and end the process.
+ * Each gets `onLost` for as long as it lives; the statement in hand fails, the transaction
+ * rolls back with the connection, and the pool discards it on release.
  *
  * With `role`, every new connection runs `SET ROLE` before its first use. Not kysely's
  * `onCreateConnection` hook: when that throws (role missing, no membership), kysely never
  * releases the client, so the pool drains and `destroy()` hangs. Here a failed connection
  * is discarded and the query fails with PostgreSQL's error: never run as the session user.
  */
-function resilientPool(pool: pg.Pool, role: string | undefined): PostgresPool {
+function resilientPool(pool: pg.Pool, role: string | undefined, onLost: (err: Error) => void): PostgresPool {
   const withRoleSet = new WeakSet<pg.PoolClient>();
+  const guarded = new WeakSet<pg.PoolClient>();
   const setRole = role ? `SET ROLE ${quoteIdent(role)}` : undefined;
   return {
     async connect() {
@@ -268,6 +274,10 @@ function resilientPool(pool: pg.Pool, role: string | undefined): PostgresPool {
         // PostgreSQL's own refusals (no such database, authentication) carry a SQLSTATE and stay as they are.
         if (err instanceof pg.DatabaseError && databaseOutage(err) === undefined) throw err;
         throw new DatabaseUnavailableError(databaseOutage(err) ?? connectFailureReason(err));
+      }
+      if (!guarded.has(client)) {
+        client.on('error', onLost);
+        guarded.add(client);
       }
       if (!setRole || withRoleSet.has(client)) return client;
       try {
