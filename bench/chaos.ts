@@ -600,14 +600,21 @@ async function main(): Promise<void> {
   const toolsDir = process.env.LEDGERLOCK_TOOLS_DIR ?? path.join(REPO_ROOT, '.tools');
   await ensureServers(toolsDir);
   const root = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-chaos-'));
+  // The private PostgreSQL runs as the postgres user, who must reach its folder below this one.
+  chmodSync(root, 0o755);
   const results: ScenarioResult[] = [];
+  // Written after every scenario: a later one that fails keeps what the earlier ones measured.
+  const record = (result: ScenarioResult) => {
+    results.push(result);
+    writeResults(results, known);
+  };
   const shared = Object.keys(SHARED).filter(runs);
   if (shared.length) {
     const baseUrl = new URL(process.env.BENCH_DATABASE_URL ?? 'postgres://127.0.0.1:5432/postgres');
     baseUrl.pathname = `/ledgerlock_chaos_${process.pid}`;
     const world = await buildWorld(path.join(root, 'shared'), toolsDir, baseUrl.toString());
     try {
-      for (const name of shared) results.push(await SHARED[name]!(world));
+      for (const name of shared) record(await SHARED[name]!(world));
     } finally {
       await world.close();
       await dropDatabase(baseUrl.toString()).catch(() => undefined);
@@ -621,7 +628,7 @@ async function main(): Promise<void> {
     try {
       const privateWorld = await buildWorld(path.join(root, 'private-world'), toolsDir, postgres.url);
       try {
-        results.push(
+        record(
           await sagaScenario(privateWorld, PRIVATE_POSTGRES, async () => {
             await sleep(2_000);
             postgres.restart();
@@ -635,7 +642,6 @@ async function main(): Promise<void> {
     }
   }
   rmSync(root, { recursive: true, force: true });
-  writeResults(results, known);
 }
 
 function writeResults(fresh: readonly ScenarioResult[], order: readonly string[]): void {
@@ -663,7 +669,7 @@ function writeResults(fresh: readonly ScenarioResult[], order: readonly string[]
       '',
     ].join('\n'),
   );
-  process.stdout.write(`${rows.join('\n')}\n`);
+  process.stdout.write(`${rows.at(-1)}\n`);
 }
 
 main().then(
