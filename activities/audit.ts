@@ -1,7 +1,6 @@
 import { appendAuditEntry } from '../src/audit/audit-dal';
 import type { AuditEntryInput } from '../src/audit/audit-types';
 import type { Db } from '../src/db/database';
-import { mappingFailures } from './failures';
 
 export function createAuditActivities(deps: { readonly db: Db }) {
   return {

@@ -106,7 +106,6 @@ export function createCodecApp(deps: CodecServerDeps): Express {
   app.post('/decode', authenticate(deps, 'payload:decrypt'), json, async (req, res) => {
     const body = jsonPayloads.safeParse(req.body);
     if (!body.success) throw validationProblem(body.error, 'body');
-    const principal = res.locals.principal as Principal;
     const payloads = body.data.payloads.map(fromJson);
     const namespace = String(req.header('x-namespace') ?? 'unknown');
     // Audited before anything is released: an audit trail that cannot be written means no decode.

@@ -70,7 +70,6 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
   });
 
   router.get('/v1/customers/:id', ...deps.authorize('customers:read'), async (req, res) => {
-    const principal = res.locals.principal as Principal;
     const customerId = customerIdOf(req);
     const purpose = requiredHeader(req, PURPOSE, purposeHeader);
     const requestId = requestIdOf(req);
@@ -113,14 +112,13 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
   });
 
   router.delete('/v1/customers/:id', ...deps.authorize('customers:erase'), async (req, res) => {
-    const principal = res.locals.principal as Principal;
     const customerId = customerIdOf(req);
     const reason = requiredHeader(req, PURPOSE, purposeHeader);
     const row = await findCustomer(deps.db, customerId);
     if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
     // Recorded when asked, not only when done: the request itself is what a regulator asks to see.
     await appendAuditEntry(deps.db, {
-      idempotencyKey: `api:customer.erasure_requested:${crypto.randomUUID()}`,
+      idempotencyKey: `api:customer.erasure_requested:${randomUUID()}`,
       actor: res.locals.actor,
       action: 'customer.erasure_requested',
       subjectType: 'customer',

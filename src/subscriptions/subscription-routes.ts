@@ -163,7 +163,6 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
   });
 
   router.post('/v1/subscriptions/:id/cancel', ...deps.authorize('subscriptions:write'), async (req, res) => {
-    const principal = res.locals.principal as Principal;
     const subscriptionId = subscriptionIdOf(req);
     const body = cancelBody.safeParse(req.body ?? {});
     if (!body.success) throw validationProblem(body.error, 'body');
