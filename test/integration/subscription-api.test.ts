@@ -190,8 +190,6 @@ describe('subscriptions through the API', () => {
   it('binds a refund Idempotency-Key to its body for good: the same body gets the same refund however many follow, another body 409', async () => {
     // A renewal paid through the webhook gives the subscription an invoice to refund from.
     const invoiceId = `in_refund${randomUUID().replace(/-/g, '')}`;
-    const event = JSON.stringify(invoiceEvent({ type: 'invoice.paid', subscriptionId: activeId, invoiceId, amount: 10_000 }));
-    expect((await fetch(`${api.url}/v1/webhooks/stripe`, { method: 'POST', headers: signedHeaders(event), body: event })).status).toBe(200);
     const { stripeSubscriptionId } = (await state(activeId)).body as { stripeSubscriptionId: string };
     const paid = {
       id: invoiceId,
@@ -202,7 +200,10 @@ describe('subscriptions through the API', () => {
       parent: { type: 'subscription_details', subscription_details: { subscription: stripeSubscriptionId, metadata: {} } },
       payments: { object: 'list', data: [{ id: 'inpay_1', object: 'invoice_payment', is_default: true, status: 'paid', payment: { type: 'payment_intent', payment_intent: 'pi_refund' } }], has_more: false },
     };
+    // What Stripe holds, answered before the webhook arrives: the workflow confirms the renewal with Stripe as soon as it is signalled.
     proxy.failNext((method, path) => method === 'GET' && path.startsWith(`/v1/invoices/${invoiceId}`), 200, paid, 1000);
+    const event = JSON.stringify(invoiceEvent({ type: 'invoice.paid', subscriptionId: activeId, invoiceId, amount: 10_000 }));
+    expect((await fetch(`${api.url}/v1/webhooks/stripe`, { method: 'POST', headers: signedHeaders(event), body: event })).status).toBe(200);
     const refund = (key: string, body: Record<string, unknown>) =>
       fetch(`${api.url}/v1/subscriptions/${activeId}/refunds`, { method: 'POST', headers: headers({ 'idempotency-key': key }), body: JSON.stringify(body) });
     const refundsAtStripe = () => proxy.requests.filter((r) => r.method === 'POST' && r.path === '/v1/refunds').length;
