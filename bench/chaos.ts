@@ -19,7 +19,10 @@ import { freePort } from '../src/stack/process';
 import { ensureServers } from '../src/stack/servers';
 import { STRIPE_WEBHOOK_PATH } from '../src/webhooks/webhook-routes';
 import { signStripePayload } from '../src/webhooks/signature';
+import { invoiceEvent } from '../test/support/stripe-events';
 import { tokenFor } from '../test/support/tokens';
+import { dunningStateQuery, dunningWorkflowId, type DunningView } from '../workflows/dunning-contracts';
+import { connectClient } from '../src/temporal/connection';
 import { machine, RESULTS_DIR } from './lib';
 
 /**
@@ -65,6 +68,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 interface StripeProxy {
   readonly url: string;
   faultRate: number;
+  /** Invoices the run made fail, and the Stripe subscription each belongs to: what real Stripe would answer for them (stripe-mock keeps no state). */
+  readonly invoiceOwners: Map<string, string>;
   /** Ledgerlock id (or, for a DELETE, the object's path) + method + endpoint → the distinct idempotency keys Stripe answered 2xx for, with counts. */
   readonly creations: Map<string, Map<string, number>>;
   close(): Promise<void>;
@@ -74,6 +79,7 @@ interface StripeProxy {
 async function startStripeProxy(target: string): Promise<StripeProxy> {
   const upstream = new URL(target);
   const creations = new Map<string, Map<string, number>>();
+  const invoiceOwners = new Map<string, string>();
   const state = { faultRate: 0 };
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -98,8 +104,19 @@ async function startStripeProxy(target: string): Promise<StripeProxy> {
           keys.set(key, (keys.get(key) ?? 0) + 1);
           creations.set(id, keys);
         }
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
+        const owner = req.method === 'GET' ? invoiceOwners.get(/^\/v1\/invoices\/(in_[A-Za-z0-9_]+)$/.exec(pathOnly)?.[1] ?? '') : undefined;
+        if (!owner) {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          return void answer.pipe(res);
+        }
+        // An open, unpaid invoice of that subscription, as Stripe holds it after a failed renewal.
+        const parts: Buffer[] = [];
+        answer.on('data', (c: Buffer) => parts.push(c));
+        answer.on('end', () => {
+          const invoice = JSON.parse(Buffer.concat(parts).toString()) as Record<string, unknown>;
+          const body = JSON.stringify({ ...invoice, id: pathOnly.split('/').at(-1), status: 'open', amount_paid: 0, parent: { type: 'subscription_details', subscription_details: { metadata: {}, subscription: owner } } });
+          res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+        });
       });
       forwarded.on('error', () => res.writeHead(502).end());
       forwarded.end(raw);
@@ -115,6 +132,7 @@ async function startStripeProxy(target: string): Promise<StripeProxy> {
       state.faultRate = rate;
     },
     creations,
+    invoiceOwners,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
@@ -214,6 +232,8 @@ async function buildWorld(dataDir: string, toolsDir: string, databaseUrl: string
     // rotation retires the old keys seconds after promotion.
     STRIPE_WEBHOOK_RETRY_MAX_SECONDS: '1',
     DATA_KEY_CACHE_MAX_AGE_SECONDS: '5',
+    // Campaigns retry 5 and 10 s after a failure, twice, then leave the subscription past due.
+    DUNNING_POLICY: JSON.stringify({ retryOffsetsSeconds: [5, 10], maxAttempts: 2, gracePeriodSeconds: 3600, finalAction: 'leave_past_due' }),
     KEY_ROTATION_GRACE_SECONDS: '5',
   } as Record<string, string>;
   const config = loadConfig(env);
@@ -438,6 +458,89 @@ async function erasureScenario(world: World): Promise<ScenarioResult> {
   }
 }
 
+/**
+ * RUNS / 2 subscriptions made active, then a failed renewal of each (a signed webhook), so
+ * each starts a dunning campaign that retries the payment twice on durable timers, while the
+ * worker is SIGKILLed every 5 s. Each campaign must make exactly its two attempts, on time or
+ * later, never a third: a payment attempt is an `invoices.pay` under its own key.
+ */
+async function dunningScenario(world: World): Promise<ScenarioResult> {
+  const name = 'dunning-worker-sigkilled-every-5s';
+  process.stdout.write(`chaos: ${name} ...\n`);
+  const crashesBefore = world.crashes;
+  const count = Math.max(1, Math.floor(RUNS / 2));
+  const subscriptionIds: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const res = await post(world, '/v1/subscriptions', { customer: { email: `dun-${i}@example.com`, name: `Dun ${i}`, country: 'NL' }, priceId: 'price_basic', paymentMethodId: 'pm_card_visa' }, `dun-${i}-${randomUUID()}`);
+    if (res?.status === 202) subscriptionIds.push(((await res.json()) as { subscriptionId: string }).subscriptionId);
+  }
+  const db = createDb(ownerDatabaseUrl(world.config), { max: 1 });
+  const client = await connectClient(world.config, world.apiServices.dataConverter);
+  try {
+    const active = async () => db.selectFrom('subscriptions').select(['id', 'status', 'stripe_subscription_id']).where('id', 'in', subscriptionIds).where('status', '=', 'active').execute();
+    for (let i = 0; i < 240 && (await active()).length < subscriptionIds.length; i++) await sleep(500);
+    const campaigns: { subscriptionId: string; invoiceId: string }[] = [];
+    for (const row of await active()) {
+      const invoiceId = `in_chaosdun${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+      world.proxy.invoiceOwners.set(invoiceId, row.stripe_subscription_id!);
+      const body = JSON.stringify(invoiceEvent({ type: 'invoice.payment_failed', subscriptionId: row.id, invoiceId }));
+      for (let attempt = 0; attempt < 60; attempt++) {
+        const res = await fetch(`${world.api.url}${STRIPE_WEBHOOK_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signStripePayload(body, [WEBHOOK_SECRET]) }, body }).catch(() => undefined);
+        await res?.arrayBuffer();
+        if (res?.status === 200) break;
+        await sleep(500);
+      }
+      campaigns.push({ subscriptionId: row.id, invoiceId });
+    }
+    let running = true;
+    let faultEnded = 0;
+    const faulting = killWorkerRepeatedly(world, () => running).finally(() => (faultEnded = Date.now()));
+    await sleep(25_000);
+    running = false;
+    await faulting;
+    const attemptsOf = async (c: { subscriptionId: string; invoiceId: string }) => {
+      try {
+        const view: DunningView = await client.workflow.getHandle(dunningWorkflowId(c.subscriptionId, c.invoiceId)).query(dunningStateQuery);
+        return view.history.length;
+      } catch {
+        return 0;
+      }
+    };
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+    let attempts: number[] = [];
+    for (;;) {
+      attempts = await Promise.all(campaigns.map(attemptsOf));
+      if (attempts.every((n) => n >= 2) || Date.now() > deadline) break;
+      await sleep(1_000);
+    }
+    // Payment attempts Stripe executed, per invoice: one per distinct idempotency key.
+    const payKeys = new Map<string, Set<string>>();
+    for (const [id, keys] of world.proxy.creations) {
+      const match = / POST \/v1\/invoices\/(in_chaosdun[A-Za-z0-9]+)\/pay$/.exec(id);
+      if (match) payKeys.set(match[1]!, new Set([...(payKeys.get(match[1]!) ?? []), ...keys.keys()]));
+    }
+    const duplicates = campaigns.reduce((sum, c) => sum + Math.max(0, (payKeys.get(c.invoiceId)?.size ?? 0) - 2), 0);
+    let sameKeyRetries = 0;
+    for (const [id, keys] of world.proxy.creations) if (id.includes('/v1/invoices/in_chaosdun')) for (const n of keys.values()) sameKeyRetries += n - 1;
+    const completed = attempts.filter((n) => n === 2).length;
+    return {
+      name,
+      runs: campaigns.length,
+      completed,
+      compensated: 0,
+      duplicates,
+      lost: count - completed,
+      crashes: world.crashes - crashesBefore,
+      recoverySeconds: Math.max(0, Math.round((Date.now() - faultEnded) / 100) / 10),
+      sameKeyRetries,
+      notes: 'completed = the campaign made exactly its two payment attempts; duplicates = payment attempts beyond the policy\'s two',
+    };
+  } finally {
+    await client.connection.close();
+    await db.destroy();
+  }
+}
+
 /** One key rotation over every data key made so far, while the worker is SIGKILLed every 5 s: it must complete (re-wrap resumed from its cursor), never undo itself for an outage. */
 async function rotationScenario(world: World): Promise<ScenarioResult> {
   const name = 'key-rotation-worker-sigkilled-every-5s';
@@ -584,6 +687,7 @@ const SHARED: Record<string, (world: World) => Promise<ScenarioResult>> = {
       while (running()) await sleep(250);
       world.proxy.faultRate = 0;
     }),
+  'dunning-worker-sigkilled-every-5s': dunningScenario,
   'erasure-worker-sigkilled-every-5s': erasureScenario,
   'key-rotation-worker-sigkilled-every-5s': rotationScenario,
   'webhooks-30pct-duplicates-api-restart': webhookScenario,
