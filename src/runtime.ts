@@ -5,7 +5,6 @@ import os from 'node:os';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import type { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
-import { createActorOf } from './audit/audit-actor';
 import { appendAuditEntry } from './audit/audit-dal';
 import { startConfiguredCheckpointer } from './audit/audit-checkpoints';
 import { assertLeastPrivilege } from './db/least-privilege';
@@ -87,6 +86,15 @@ export async function startWorker(
     }
   };
 
+  /** Drains and closes the current pair, if any. */
+  const retire = async () => {
+    const pair = current;
+    current = undefined;
+    for (const worker of pair?.workers ?? []) if (worker.getState() === 'RUNNING') worker.shutdown();
+    await pair?.runs.catch(() => undefined);
+    await pair?.connection.close().catch(() => undefined);
+  };
+
   const supervise = async (firstRun: Promise<unknown>) => {
     let run = firstRun;
     for (let failures = 0; ; ) {
@@ -97,10 +105,7 @@ export async function startWorker(
       } catch (err) {
         if (stopping) return;
         // One worker of the pair failing leaves the other polling alone: stop both, then rebuild both.
-        for (const worker of current?.workers ?? []) if (worker.getState() === 'RUNNING') worker.shutdown();
-        await current?.runs.catch(() => undefined);
-        await current?.connection.close().catch(() => undefined);
-        current = undefined;
+        await retire();
         const waitMs = Math.min(WORKER_RESTART_MS.first * 2 ** failures++, WORKER_RESTART_MS.max);
         log.error('worker failed; restarting', { reason: errorMessage(err), inMs: waitMs, restarts: failures });
         await new Promise<void>((resolve) => {
@@ -126,12 +131,10 @@ export async function startWorker(
     async stop() {
       stopping = true;
       wake?.();
-      for (const worker of current?.workers ?? []) if (worker.getState() === 'RUNNING') worker.shutdown();
-      await current?.runs.catch(() => undefined);
+      await retire();
       await supervision;
       // After the last activity: its audit entries get their checkpoint.
       await checkpointer.stop();
-      await current?.connection.close();
     },
   };
 }
@@ -144,7 +147,7 @@ export async function startApi(config: Config, log: Logger, services: Services):
   await assertLeastPrivilege(services.db, log);
   // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
-  const guard = authorize(createTokenVerifier(config), log, createActorOf({ kms: services.kms, config }));
+  const guard = authorize(createTokenVerifier(config), log, services.actorOf);
   const secrets = webhookSecrets(config);
   const temporal = lazyServingClient(config, services.dataConverter);
   const relay = startWebhookRelay({ db: services.db, temporal, log, maxBackoffMs: config.stripe.webhookRetryMaxMs });
@@ -184,7 +187,7 @@ export async function startCodecServer(config: Config, log: Logger, services: Se
   const app = createCodecApp({
     codec: services.dataConverter.payloadCodecs![0]!,
     verify: createTokenVerifier(config),
-    actorOf: createActorOf({ kms: services.kms, config }),
+    actorOf: services.actorOf,
     recordAudit: (entry) => appendAuditEntry(services.db, entry),
     corsOrigins: config.codec.corsOrigins,
     secureCookies: config.codec.secureCookies,

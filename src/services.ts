@@ -1,6 +1,7 @@
 import type { KMSClient } from '@aws-sdk/client-kms';
 import type { DataConverter } from '@temporalio/common';
 import type Stripe from 'stripe';
+import { createActorOf, type ActorOf } from './audit/audit-actor';
 import type { Config } from './config/config';
 import { DataKeys } from './crypto/data-keys';
 import { listenForDestroyedKeys } from './crypto/destruction-listener';
@@ -27,6 +28,8 @@ export interface Services {
   readonly dataConverter: DataConverter;
   /** For workers: waits out a KMS outage instead of failing an encode (which would end the worker). */
   readonly workerDataConverter: DataConverter;
+  /** The audit actor of a token subject (a pseudonym where it looks personal); one cache for the API and the codec server. */
+  readonly actorOf: ActorOf;
   close(): Promise<void>;
 }
 
@@ -43,6 +46,7 @@ export function createServices(config: Config, log: Pick<Logger, 'warn'>): Servi
     envelope: new Envelope(dataKeys),
     dataConverter: createDataConverter(config, kms, { log }),
     workerDataConverter: createDataConverter(config, kms, { log, forWorker: true }),
+    actorOf: createActorOf({ kms, config }),
     async close() {
       await destructions.close();
       await db.destroy();

@@ -18,7 +18,19 @@ export class LeastPrivilegeError extends Error {
  *
  * @throws LeastPrivilegeError naming what the role holds.
  */
-export async function assertLeastPrivilege(db: Db, log: Pick<Logger, 'warn'>): Promise<void> {
+export function assertLeastPrivilege(db: Db, log: Pick<Logger, 'warn'>): Promise<void> {
+  // The api, worker and codec server of one process share one pool: asked once.
+  let checked = checks.get(db);
+  if (!checked) {
+    checked = checkRole(db, log);
+    checks.set(db, checked);
+  }
+  return checked;
+}
+
+const checks = new WeakMap<Db, Promise<void>>();
+
+async function checkRole(db: Db, log: Pick<Logger, 'warn'>): Promise<void> {
   let held: { attributes: string[]; member: boolean; owns: boolean };
   try {
     const { rows } = await sql<{ attributes: string[]; member: boolean; owns: boolean }>`
