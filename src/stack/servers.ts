@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -7,10 +7,8 @@ import path from 'node:path';
  * the git-ignored tools folder, or taken from an environment variable that points at an
  * existing binary.
  *
- * local-kms (github.com/nsmithuk/local-kms@e4d9425700fe) is not in this list: the Go
- * module proxy these machines reach does not serve it. It is used when LOCAL_KMS_PATH
- * points at a binary; otherwise the stack runs the development KMS in
- * src/stack/kms-dev-server.ts, which speaks the same KMS wire protocol.
+ * `temporalServer` and `temporalSqlTool` are the production Temporal server and its schema
+ * tool, at the release the pinned CLI embeds; the dev server stays the default topology.
  */
 export const SERVERS = {
   temporal: {
@@ -25,6 +23,25 @@ export const SERVERS = {
     module: 'github.com/stripe/stripe-mock',
     version: 'v0.197.0',
     overrideEnv: 'STRIPE_MOCK_PATH',
+  },
+  localKms: {
+    binary: 'local-kms',
+    module: 'github.com/nsmithuk/local-kms',
+    version: 'v0.0.0-20260228092603-2a5e92d09ab6',
+    overrideEnv: 'LOCAL_KMS_PATH',
+  },
+  temporalServer: {
+    binary: 'temporal-server',
+    module: 'go.temporal.io/server/cmd/server',
+    // The release CLI v1.5.1 embeds, so the dev server and the full server agree.
+    version: 'v1.29.1',
+    overrideEnv: 'TEMPORAL_SERVER_PATH',
+  },
+  temporalSqlTool: {
+    binary: 'temporal-sql-tool',
+    module: 'go.temporal.io/server/cmd/tools/sql',
+    version: 'v1.29.1',
+    overrideEnv: 'TEMPORAL_SQL_TOOL_PATH',
   },
 } as const;
 
@@ -55,9 +72,9 @@ function isBuilt(name: ServerName, toolsDir: string): boolean {
 }
 
 export const GO_MISSING_MESSAGE = [
-  'Go is needed to build the pinned local servers (Temporal CLI, stripe-mock), and `go` is not on PATH.',
+  'Go is needed to build the pinned local servers (Temporal CLI and server, stripe-mock, local-kms), and `go` is not on PATH.',
   'Install Go 1.23 or newer and make sure `go version` works, then run `npm run setup` again.',
-  'Or point at binaries you already have: TEMPORAL_CLI_PATH, STRIPE_MOCK_PATH.',
+  'Or point at binaries you already have: TEMPORAL_CLI_PATH, STRIPE_MOCK_PATH, LOCAL_KMS_PATH, TEMPORAL_SERVER_PATH, TEMPORAL_SQL_TOOL_PATH.',
 ].join('\n');
 
 /**
@@ -88,6 +105,9 @@ export async function ensureServers(
     print(`building ${server.binary} ${server.version} (go install ${server.module}@${server.version}) ...`);
     mkdirSync(path.join(toolsDir, 'bin'), { recursive: true });
     await goInstall(`${server.module}@${server.version}`, path.join(toolsDir, 'bin'), env);
+    // `go install` names the binary after the package's last path element.
+    const built = path.join(toolsDir, 'bin', path.basename(server.module));
+    if (built !== path.join(toolsDir, 'bin', server.binary)) renameSync(built, path.join(toolsDir, 'bin', server.binary));
     writeFileSync(stampPath(name, toolsDir), `${server.module}@${server.version}\n`);
     print(`built ${paths[name]}`);
   }
