@@ -14,7 +14,6 @@ import { createLogger, errorMessage, type Logger } from '../log';
 import { startApi, startApp, startCodecServer, startWorker, type Running } from '../runtime';
 import { onParentGone, type AppReadyMessage } from '../stack/app-supervisor';
 import { createServices, type Services } from '../services';
-import { startKmsDevServer } from '../stack/kms-dev-server';
 import { AlreadyRunningError } from '../stack/lock';
 import { PortInUseError } from '../stack/local-servers';
 import { StartupError } from '../stack/process';
@@ -40,8 +39,6 @@ Commands:
   worker                   run a worker against the configured Temporal
   api                      run the HTTP API against the configured Temporal
   codec-server             run the codec server the Temporal Web UI decodes payloads through
-  kms-dev-server --port N --region R [--data-dir D]
-                           run the development KMS (local use only)
   token --sub <identity> --scopes <a,b,...> [--ttl <seconds>]
                            print an API token signed with the data folder's key
                            (local use only; ttl default 3600)
@@ -56,7 +53,7 @@ Commands:
 `;
 
 /** The commands `main` understands; docker-compose.yml's services run these. */
-export const COMMANDS = ['codec-server', 'start', 'app', 'setup', 'migrate', 'worker', 'api', 'kms-dev-server', 'token', 'audit', 'stripe', 'keys', 'help'] as const;
+export const COMMANDS = ['codec-server', 'start', 'app', 'setup', 'migrate', 'worker', 'api', 'token', 'audit', 'stripe', 'keys', 'help'] as const;
 
 class UsageError extends Error {
   override name = 'UsageError';
@@ -96,8 +93,6 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
       return runUntilSignalled((config, log, services) => startApi(config, log, services));
     case 'codec-server':
       return runUntilSignalled((config, log, services) => startCodecServer(config, log, services));
-    case 'kms-dev-server':
-      return kmsDevServer(args);
     case 'token':
       return tokenCommand(args);
     case 'stripe':
@@ -250,19 +245,6 @@ async function auditCommand(args: string[]): Promise<void> {
     kms.destroy();
     await db.destroy();
   }
-}
-
-async function kmsDevServer(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: { port: { type: 'string' }, region: { type: 'string' }, 'data-dir': { type: 'string' } },
-  });
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UsageError('--port must be a port number');
-  if (!values.region) throw new UsageError('--region is required');
-  const server = await startKmsDevServer({ port, region: values.region, ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}) });
-  process.stdout.write(`development KMS listening on ${server.url}\n`);
-  await stopOnSignal(() => server.close(), createLogger('info', { service: 'kms-dev-server' }));
 }
 
 const DEFAULT_TOKEN_TTL_SECONDS = 3600;

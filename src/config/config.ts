@@ -46,9 +46,9 @@ export const ENV_DOCS = {
   STRIPE_WEBHOOK_RETRY_MAX_SECONDS: 'longest wait between attempts to deliver a recorded webhook event to its workflow while Temporal is unreachable (default 60)',
   STRIPE_MOCK_PORT: 'local stripe-mock port (default 12111)',
   STRIPE_MOCK_PATH: 'use this `stripe-mock` binary instead of building the pinned one',
-  KMS_ENDPOINT: 'KMS endpoint URL (local default: the embedded local KMS); unset in production for AWS KMS',
+  KMS_ENDPOINT: 'KMS endpoint URL (local default: the local-kms `npm start` runs); unset in production for AWS KMS',
   KMS_PORT: 'local KMS port (default 4599)',
-  LOCAL_KMS_PATH: 'run this local-kms binary as the local KMS instead of the built-in development KMS',
+  LOCAL_KMS_PATH: 'run this local-kms binary instead of the one `npm run setup` builds',
   AWS_REGION: 'AWS region of the KMS client (local default `eu-west-1`)',
   KMS_KEY_ALIAS_PREFIX: 'master key aliases are `<prefix>-<region>` (default `alias/ledgerlock`)',
   LEDGERLOCK_REGIONS: 'data-residency regions, comma-separated (default `eu,us`)',
@@ -226,7 +226,7 @@ export interface Config {
     /** Sign with throwaway credentials: a local KMS ignores signatures and has no credential chain. */
     readonly localCredentials: boolean;
     readonly aliasPrefix: string;
-    /** Set when `npm start` runs a local KMS itself: local-kms when `executable` is set, else the development KMS. */
+    /** Set when `npm start` runs local-kms itself; `executable` overrides the pinned build. */
     readonly local?: { readonly port: number; readonly executable?: string };
   };
   readonly regions: readonly string[];

@@ -67,6 +67,32 @@ export async function checkHealth(
   return { status: allUp ? 'ok' : 'unavailable', dependencies };
 }
 
+/**
+ * Readiness as `/readyz` serves it: `checkHealth` at most once per `ttlMs`, its report shared
+ * by every caller in that window, and concurrent callers of a stale report share one run.
+ * `/readyz` is as public as the webhook listener it shares, so a flood of anonymous
+ * requests costs Stripe, KMS, Temporal and PostgreSQL one round of checks per window.
+ */
+export function cachedReadiness(
+  checks: Record<Dependency, HealthCheck>,
+  log: Logger,
+  options: { ttlMs: number; now?: () => number },
+): () => Promise<HealthReport> {
+  const now = options.now ?? (() => performance.now());
+  let last: { at: number; report: Promise<HealthReport> } | undefined;
+  return () => {
+    if (!last || now() - last.at >= options.ttlMs) {
+      const report = checkHealth(checks, log);
+      last = { at: now(), report };
+      // The window starts when the report is known, so a slow round is not re-run at once.
+      void report.then(() => {
+        if (last?.report === report) last = { at: now(), report };
+      });
+    }
+    return last.report;
+  };
+}
+
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {

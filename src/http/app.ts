@@ -1,11 +1,13 @@
 import express, { type Express, type Router } from 'express';
-import { checkHealth, type Dependency, type HealthCheck } from '../health/health';
+import { cachedReadiness, type Dependency, type HealthCheck } from '../health/health';
 import type { Logger } from '../log';
 import { problemErrorHandler, sendProblem } from './problem';
 
 export interface AppDeps {
   readonly log: Logger;
   readonly healthChecks: Record<Dependency, HealthCheck>;
+  /** How long one readiness report answers `/readyz` (default 5 s). */
+  readonly readinessTtlMs?: number;
   /** Feature routers (each authorises its own routes), mounted after JSON parsing. */
   readonly routers?: readonly Router[];
   /** Routers that read their own body (signed webhooks need the raw bytes), mounted before JSON parsing. */
@@ -18,8 +20,14 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', false);
 
-  app.get('/healthz', async (_req, res) => {
-    const report = await checkHealth(deps.healthChecks, deps.log);
+  // Liveness: this process answers. It reaches no dependency, so it costs nothing to ask.
+  app.get('/healthz', (_req, res) => {
+    res.status(200).json({ status: 'ok' });
+  });
+  // Readiness: every dependency's state, from a report shared for a few seconds.
+  const readiness = cachedReadiness(deps.healthChecks, deps.log, { ttlMs: deps.readinessTtlMs ?? 5_000 });
+  app.get('/readyz', async (_req, res) => {
+    const report = await readiness();
     res.status(report.status === 'ok' ? 200 : 503).json(report);
   });
 

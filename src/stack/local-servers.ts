@@ -3,7 +3,6 @@ import { Connection } from '@temporalio/client';
 import type { Config } from '../config/config';
 import { devServerSearchAttributeArgs } from '../temporal/search-attributes';
 import { serverPath, type ServerName } from './servers';
-import { LEDGERLOCK_BIN } from './paths';
 import { portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
 
 export class PortInUseError extends Error {
@@ -32,7 +31,7 @@ export function plannedServers(config: Config): PlannedServer[] {
     });
   }
   if (config.kms.local) {
-    planned.push({ label: 'KMS', ports: [{ port: config.kms.local.port, variable: 'KMS_PORT', what: 'local KMS' }] });
+    planned.push({ build: 'localKms', label: 'local-kms', ports: [{ port: config.kms.local.port, variable: 'KMS_PORT', what: 'local-kms' }] });
   }
   if (config.stripe.mock) {
     planned.push({ build: 'stripeMock', label: 'stripe-mock', ports: [{ port: config.stripe.mock.port, variable: 'STRIPE_MOCK_PORT', what: 'stripe-mock' }] });
@@ -79,27 +78,12 @@ export async function startLocalServers(config: Config, logDir: string): Promise
 
   if (config.kms.local) {
     const { port, executable } = config.kms.local;
-    const kms = executable
-      ? spawnServer({
-          name: 'local-kms',
-          command: executable,
-          env: {
-            ...process.env,
-            PORT: String(port),
-            KMS_REGION: config.kms.region,
-            KMS_ACCOUNT_ID: '111122223333',
-            KMS_DATA_PATH: path.join(config.dataDir, 'local-kms'),
-            // No seed: master keys are created through the KMS API on first start.
-            KMS_SEED_PATH: path.join(config.dataDir, 'local-kms-seed-unused.yaml'),
-          },
-          logDir,
-        })
-      : spawnServer({
-          name: 'kms-dev-server',
-          command: process.execPath,
-          args: [LEDGERLOCK_BIN, 'kms-dev-server', '--port', String(port), '--region', config.kms.region, '--data-dir', config.dataDir],
-          logDir,
-        });
+    const kms = spawnServer({
+      name: 'local-kms',
+      command: serverPath('localKms', config.toolsDir, envWith('LOCAL_KMS_PATH', executable)),
+      env: localKmsEnv(config, port),
+      logDir,
+    });
     processes.push(kms);
     starting.push(waitUntilReady(kms, () => tcpProbe(port)));
   }
@@ -159,6 +143,26 @@ export function temporalDevServerArgs(config: Config): string[] {
     ...devServerSearchAttributeArgs(),
   ];
 }
+
+/**
+ * local-kms keeps its keys under the data folder, so they outlive a restart like AWS KMS
+ * keys do. It gets no seed file: the master keys, the codec key and the HMAC keys are
+ * created through the KMS API on first start (ensureMasterKeys), as in production.
+ * local-kms has no bind option and listens on every interface (README, "Local KMS").
+ */
+function localKmsEnv(config: Config, port: number): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    PORT: String(port),
+    KMS_REGION: config.kms.region,
+    KMS_ACCOUNT_ID: LOCAL_KMS_ACCOUNT_ID,
+    KMS_DATA_PATH: path.join(config.dataDir, 'local-kms'),
+    KMS_SEED_PATH: path.join(config.dataDir, 'local-kms-no-seed.yaml'),
+  };
+}
+
+/** The account id local-kms puts in its ARNs; nothing checks it. */
+const LOCAL_KMS_ACCOUNT_ID = '111122223333';
 
 function envWith(variable: string, value: string | undefined): NodeJS.ProcessEnv {
   return value ? { ...process.env, [variable]: value } : process.env;

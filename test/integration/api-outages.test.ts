@@ -62,8 +62,8 @@ describe.each([
     }
   });
 
-  it('reports it down on /healthz, and only it', async () => {
-    const res = await fetch(`${api.url}/healthz`);
+  it('reports it down on /readyz, and only it', async () => {
+    const res = await fetch(`${api.url}/readyz`);
     expect(res.status).toBe(503);
     const report = (await res.json()) as { dependencies: Record<string, { status: string }> };
     expect(Object.entries(report.dependencies).filter(([, d]) => d.status === 'down').map(([name]) => name)).toEqual([dependency]);

@@ -6,7 +6,7 @@ import { startTestApi } from '../support/runtime';
 import { testConfig } from '../support/stack';
 
 
-describe('API /healthz', () => {
+describe('API /healthz and /readyz', () => {
   let api: RunningServer;
   beforeAll(async () => {
     api = await startTestApi();
@@ -14,7 +14,7 @@ describe('API /healthz', () => {
   afterAll(() => api?.stop());
 
   it('is 200 and names each dependency up when all are reachable', async () => {
-    const res = await fetch(`${api.url}/healthz`);
+    const res = await fetch(`${api.url}/readyz`);
     expect(res.status).toBe(200);
     const body = (await res.json()) as HealthReport;
     expect(body.status).toBe('ok');
@@ -25,7 +25,7 @@ describe('API /healthz', () => {
     const deadPort = await freePort();
     const broken = await startTestApi(testConfig({ STRIPE_API_URL: `http://127.0.0.1:${deadPort}` }));
     try {
-      const res = await fetch(`${broken.url}/healthz`);
+      const res = await fetch(`${broken.url}/readyz`);
       expect(res.status).toBe(503);
       const body = (await res.json()) as HealthReport;
       expect(body.status).toBe('unavailable');
@@ -40,11 +40,26 @@ describe('API /healthz', () => {
     }
   });
 
+  it('answers liveness from the process alone, with every dependency down', async () => {
+    const deadPort = await freePort();
+    const broken = await startTestApi(
+      testConfig({ STRIPE_API_URL: `http://127.0.0.1:${deadPort}`, DATABASE_URL: `postgres://127.0.0.1:${deadPort}/nowhere`, KMS_ENDPOINT: `http://127.0.0.1:${deadPort}`, TEMPORAL_ADDRESS: `127.0.0.1:${deadPort}` }),
+    );
+    try {
+      const res = await fetch(`${broken.url}/healthz`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ status: 'ok' });
+      expect((await fetch(`${broken.url}/readyz`)).status).toBe(503);
+    } finally {
+      await broken.stop();
+    }
+  });
+
   it('reports PostgreSQL down when the database is unreachable', async () => {
     const deadPort = await freePort();
     const broken = await startTestApi(testConfig({ DATABASE_URL: `postgres://127.0.0.1:${deadPort}/nowhere` }));
     try {
-      const res = await fetch(`${broken.url}/healthz`);
+      const res = await fetch(`${broken.url}/readyz`);
       expect(res.status).toBe(503);
       expect(((await res.json()) as HealthReport).dependencies.postgres.status).toBe('down');
     } finally {

@@ -12,7 +12,7 @@ import { auditCheckpointKeyAlias, type Config } from '../../src/config/config';
 import { createDb, dropDatabase, ensureDatabase, type AuditLogRow, type Db } from '../../src/db/database';
 import { migrate } from '../../src/db/migrate';
 import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
-import { startKmsDevServer } from '../../src/stack/kms-dev-server';
+import { startLocalServers, type LocalServers } from '../../src/stack/local-servers';
 import { freePort } from '../../src/stack/process';
 import { spawnCli } from '../support/spawn';
 import { testConfig, testEnv, testStack } from '../support/stack';
@@ -200,16 +200,18 @@ describe('signed audit checkpoints', () => {
     const kmsDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-kms-outage-'));
     const sinkDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-sink-outage-'));
     const port = await freePort();
-    let server = await startKmsDevServer({ port, region: config.kms.region, dataDir: kmsDir });
-    // The embedded local KMS of a config, so ensureMasterKeys may create the checkpoint key there.
-    const ownKmsConfig = testConfig({ DATABASE_URL: databaseUrl, KMS_ENDPOINT: '', KMS_PORT: String(port) });
+    // A local-kms of this test's own, so ensureMasterKeys may create the checkpoint key there.
+    const ownKmsConfig = testConfig({ DATABASE_URL: databaseUrl, LEDGERLOCK_DATA_DIR: kmsDir, KMS_ENDPOINT: '', KMS_PORT: String(port) });
+    const startKms = () => startLocalServers(ownKmsConfig, path.join(kmsDir, 'logs'));
+    let server: LocalServers | undefined = await startKms();
     const ownKms = createKmsClient(ownKmsConfig);
     const unreachable = createDb(`postgres://${encodeURIComponent('ledgerlock_app')}@127.0.0.1:${await freePort()}/nowhere`, { max: 1 });
     const log = recordingLog();
     const options = { kms: ownKms, sink: new DirectoryCheckpointSink(sinkDir), keyId: auditCheckpointKeyAlias(config), database: databaseName(databaseUrl), intervalMs: 1, everyEntries: 1000, pollMs: 60_000, log };
     try {
       await ensureMasterKeys(ownKms, ownKmsConfig);
-      await server.close();
+      await server.stop();
+      server = undefined;
       const checkpointer = startAuditCheckpointer({ ...options, db: app });
       await checkpointer.tick();
       await checkpointer.tick();
@@ -218,7 +220,7 @@ describe('signed audit checkpoints', () => {
       // Never the key, the message or a MAC in the log: a reason only.
       expect(JSON.stringify(log.lines)).not.toMatch(/mac|hash/i);
 
-      server = await startKmsDevServer({ port, region: config.kms.region, dataDir: kmsDir });
+      server = await startKms();
       await checkpointer.tick();
       expect(await options.sink.list()).toEqual([checkpointName('6')]);
       expect(log.lines.at(-1)).toEqual({ level: 'info', msg: 'audit checkpoints written again' });
@@ -231,7 +233,7 @@ describe('signed audit checkpoints', () => {
     } finally {
       ownKms.destroy();
       await unreachable.destroy();
-      await server.close();
+      await server?.stop();
       rmSync(kmsDir, { recursive: true, force: true });
       rmSync(sinkDir, { recursive: true, force: true });
     }

@@ -74,7 +74,7 @@ describe('end-to-end encryption through npm start', () => {
     // stripe-mock plays Stripe, which receives the email by design (STRIPE_SHARED_FIELDS) and
     // prints request data: its log is Stripe's side of the wire, not ours.
     const logs = existsSync(logDir) ? readdirSync(logDir).filter((f) => f !== 'stripe-mock.log').map((f) => path.join(logDir, f)) : [];
-    expect(logs.map((f) => path.basename(f)).sort()).toEqual(['kms-dev-server.log', 'temporal.log']);
+    expect(logs.map((f) => path.basename(f)).sort()).toEqual(['local-kms.log', 'temporal.log']);
     const needle = Buffer.from(probe);
     for (const file of [...sqlite.map((f) => path.join(dataDir, f)), ...logs]) expect(readFileSync(file).includes(needle), file).toBe(false);
     // The worker's and the API's own logs: this process's output, at debug level.

@@ -68,7 +68,7 @@ describe('ledgerlock start (npm start)', () => {
     expect(first.stdout()).toContain(`http://127.0.0.1:${ports.api}`);
     expect(first.stdout()).toContain(`http://127.0.0.1:${ports.ui}`);
     const run = JSON.parse(readFileSync(path.join(dataDir, 'run.json'), 'utf8')) as { servers: { name: string; pid: number }[] };
-    expect(run.servers.map((s) => s.name).sort()).toEqual(['kms-dev-server', 'stripe-mock', 'temporal']);
+    expect(run.servers.map((s) => s.name).sort()).toEqual(['local-kms', 'stripe-mock', 'temporal']);
 
     const health = await fetch(`http://127.0.0.1:${ports.api}/healthz`);
     expect(health.status).toBe(200);

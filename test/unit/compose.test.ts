@@ -110,7 +110,7 @@ describe('docker-compose.yml', () => {
     expect(services['temporal-search-attributes']!.entrypoint!.join(' ')).toContain('$$TLS_FLAGS');
     expect(services['temporal-search-attributes']!.environment!.TLS_FLAGS).toContain('--tls-cert-path /tls/client.pem');
     expect(services.temporal!.healthcheck?.test.join(' ')).toContain('--tls-cert-path');
-    expect(services.api!.healthcheck?.test.join(' ')).toContain('https://localhost:3000/healthz');
+    expect(services.api!.healthcheck?.test.join(' ')).toContain('https://localhost:3000/readyz');
     for (const name of ['api', 'worker', 'codec']) {
       const env = services[name]!.environment!;
       expect(env).toMatchObject({ TEMPORAL_TLS_CERT: '/tls/client.pem', TEMPORAL_TLS_KEY: '/tls/client-key.pem', API_TLS_CERT: '/tls/api.pem' });
