@@ -148,7 +148,7 @@ export function temporalDevServerArgs(config: Config): string[] {
  * local-kms keeps its keys under the data folder, so they outlive a restart like AWS KMS
  * keys do. It gets no seed file: the master keys, the codec key and the HMAC keys are
  * created through the KMS API on first start (ensureMasterKeys), as in production.
- * local-kms has no bind option and listens on every interface (README, "Local KMS").
+ * local-kms has no bind option and listens on every interface (README, "local-kms").
  */
 function localKmsEnv(config: Config, port: number): NodeJS.ProcessEnv {
   return {
