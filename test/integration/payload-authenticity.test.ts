@@ -28,6 +28,7 @@ import {
   FIRST_INVOICE,
   runFakeWorkers,
   subscriptionInput,
+  waitForIdle,
   waitForView,
   type Scenario,
   type SubscriptionFakes,
@@ -123,6 +124,7 @@ describe('payload authenticity', () => {
     it('as a signal (or a signal with no payload at all): dropped, the workflow waits on, no activity runs; the same signal encrypted is acted on', async () => {
       const { workflowId, handle } = await start({ firstPayment: 'requires_action' });
       await waitForView(client, workflowId, (v) => v.sagaStep === 'await-first-payment');
+      await waitForIdle(client, workflowId);
       const callsBefore = fakes.callsOf(workflowId).length;
       const refusedBefore = codec().refusedCount;
 

@@ -319,6 +319,21 @@ export function subscriptionInput(overrides: Partial<CreateSubscriptionInput> = 
 }
 
 /** Polls the `subscriptionState` query until `predicate` holds (the signal it waits for is asynchronous). */
+/**
+ * Waits until the workflow has nothing in flight: no pending workflow task and no pending activity.
+ * A query can already show the next step while the activities that step schedules have not run yet;
+ * a test that counts calls from "now" on must start counting here.
+ */
+export async function waitForIdle(client: Client, workflowId: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { raw } = await client.workflow.getHandle(workflowId).describe();
+    if (!raw.pendingWorkflowTask && (raw.pendingActivities ?? []).length === 0) return;
+    if (Date.now() > deadline) throw new Error(`workflow ${workflowId} still has work in flight`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 export async function waitForView(client: Client, workflowId: string, predicate: (view: SubscriptionView) => boolean, timeoutMs = 15_000): Promise<SubscriptionView> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
