@@ -13,7 +13,7 @@ import { createKmsClient, ensureMasterKeys } from '../src/kms/kms-client';
 import { createLogger } from '../src/log';
 import { startApi, type RunningServer } from '../src/runtime';
 import { createServices, type Services } from '../src/services';
-import { startLocalServers, type LocalServers } from '../src/stack/local-servers';
+import { freeLocalPorts, startLocalServers, type LocalServers } from '../src/stack/local-servers';
 import { LEDGERLOCK_BIN, REPO_ROOT } from '../src/stack/paths';
 import { freePort } from '../src/stack/process';
 import { ensureServers } from '../src/stack/servers';
@@ -186,25 +186,27 @@ interface World {
 
 async function buildWorld(dataDir: string, toolsDir: string, databaseUrl: string): Promise<World> {
   const closers: (() => Promise<unknown>)[] = [];
-  const [temporalPort, uiPort, kmsPort, stripePort, apiPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const ports = await freeLocalPorts();
+  const { KMS_PORT: kmsPort, STRIPE_MOCK_PORT: stripePort, API_PORT: apiPort, TEMPORAL_PORT: temporalPort } = ports;
+  // The dev server keeps all its ports across restarts.
+  const temporalPorts = { TEMPORAL_PORT: temporalPort, TEMPORAL_UI_PORT: ports.TEMPORAL_UI_PORT, TEMPORAL_HTTP_PORT: ports.TEMPORAL_HTTP_PORT, TEMPORAL_METRICS_PORT: ports.TEMPORAL_METRICS_PORT };
   // The servers this world runs itself: a dev server (restartable on its port, its SQLite file kept), KMS, stripe-mock.
   const serversConfig = loadConfig({
     ...process.env,
     LEDGERLOCK_DATA_DIR: dataDir,
     LEDGERLOCK_TOOLS_DIR: toolsDir,
     DATABASE_URL: databaseUrl,
-    TEMPORAL_PORT: String(temporalPort),
-    TEMPORAL_UI_PORT: String(uiPort),
-    KMS_PORT: String(kmsPort),
-    STRIPE_MOCK_PORT: String(stripePort),
+    ...temporalPorts,
+    KMS_PORT: kmsPort,
+    STRIPE_MOCK_PORT: stripePort,
     TEMPORAL_ADDRESS: '',
     KMS_ENDPOINT: '',
     STRIPE_API_URL: '',
     LOG_LEVEL: 'error',
   });
   let servers: LocalServers = await startLocalServers(serversConfig, path.join(dataDir, 'logs'));
-  const kmsOnly = loadConfig({ ...process.env, LEDGERLOCK_DATA_DIR: dataDir, LEDGERLOCK_TOOLS_DIR: toolsDir, DATABASE_URL: databaseUrl, KMS_PORT: String(kmsPort), KMS_ENDPOINT: '', TEMPORAL_ADDRESS: '127.0.0.1:1', STRIPE_API_URL: 'http://127.0.0.1:1' });
-  const temporalOnly = loadConfig({ ...process.env, LEDGERLOCK_DATA_DIR: dataDir, LEDGERLOCK_TOOLS_DIR: toolsDir, DATABASE_URL: databaseUrl, TEMPORAL_PORT: String(temporalPort), TEMPORAL_UI_PORT: String(uiPort), TEMPORAL_ADDRESS: '', KMS_ENDPOINT: 'http://127.0.0.1:1', STRIPE_API_URL: 'http://127.0.0.1:1' });
+  const kmsOnly = loadConfig({ ...process.env, LEDGERLOCK_DATA_DIR: dataDir, LEDGERLOCK_TOOLS_DIR: toolsDir, DATABASE_URL: databaseUrl, KMS_PORT: kmsPort, KMS_ENDPOINT: '', TEMPORAL_ADDRESS: '127.0.0.1:1', STRIPE_API_URL: 'http://127.0.0.1:1' });
+  const temporalOnly = loadConfig({ ...process.env, LEDGERLOCK_DATA_DIR: dataDir, LEDGERLOCK_TOOLS_DIR: toolsDir, DATABASE_URL: databaseUrl, ...temporalPorts, TEMPORAL_ADDRESS: '', KMS_ENDPOINT: 'http://127.0.0.1:1', STRIPE_API_URL: 'http://127.0.0.1:1' });
   let kms: LocalServers | undefined;
   let temporal: LocalServers | undefined;
   closers.push(async () => {
@@ -226,7 +228,7 @@ async function buildWorld(dataDir: string, toolsDir: string, databaseUrl: string
     STRIPE_API_URL: proxy.url,
     STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
     STRIPE_MAX_ACTIVITIES_PER_SECOND: '200',
-    API_PORT: String(apiPort),
+    API_PORT: apiPort,
     LOG_LEVEL: 'error',
     // Compressed for a bounded run: the relay retries Temporal at most a second apart, and a
     // rotation retires the old keys seconds after promotion.

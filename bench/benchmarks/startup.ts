@@ -3,8 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config/config';
 import { dropDatabase } from '../../src/db/database';
-import { startLocalServers } from '../../src/stack/local-servers';
-import { freePort } from '../../src/stack/process';
+import { freeLocalPorts, startLocalServers } from '../../src/stack/local-servers';
 import { spawnCli } from '../../test/support/spawn';
 import { median, type BenchResult } from '../lib';
 
@@ -24,18 +23,13 @@ export async function startupBenchmark(env: { toolsDir: string; databaseUrl: str
   url.pathname = `/ledgerlock_bench_start_${process.pid}`;
   try {
     for (let run = 0; run < RUNS; run++) {
-      const ports = { api: await freePort(), temporal: await freePort(), ui: await freePort(), kms: await freePort(), stripe: await freePort(), codec: await freePort() };
+      const ports = await freeLocalPorts();
       const started = performance.now();
       const cli = spawnCli(['start'], {
         LEDGERLOCK_DATA_DIR: path.join(dataDir, 'stack'),
         LEDGERLOCK_TOOLS_DIR: env.toolsDir,
         DATABASE_URL: url.toString(),
-        API_PORT: String(ports.api),
-        TEMPORAL_PORT: String(ports.temporal),
-        TEMPORAL_UI_PORT: String(ports.ui),
-        KMS_PORT: String(ports.kms),
-        STRIPE_MOCK_PORT: String(ports.stripe),
-        CODEC_PORT: String(ports.codec),
+        ...ports,
       });
       await cli.waitFor('Ledgerlock is ready', 120_000);
       full.push((performance.now() - started) / 1000);
@@ -46,8 +40,7 @@ export async function startupBenchmark(env: { toolsDir: string; databaseUrl: str
       const config = loadConfig({
         LEDGERLOCK_DATA_DIR: path.join(dataDir, 'temporal-only'),
         LEDGERLOCK_TOOLS_DIR: env.toolsDir,
-        TEMPORAL_PORT: String(await freePort()),
-        TEMPORAL_UI_PORT: String(await freePort()),
+        ...(await freeLocalPorts()),
         KMS_ENDPOINT: 'http://127.0.0.1:1',
         STRIPE_API_URL: 'http://127.0.0.1:1',
       });

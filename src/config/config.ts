@@ -35,6 +35,8 @@ export const ENV_DOCS = {
   WORKER_MAX_CACHED_WORKFLOWS: 'workflows a worker keeps in memory between tasks (default 1000); the rest replay from history when they wake, so memory stays bounded however many campaigns wait on timers',
   TEMPORAL_PORT: 'local dev server gRPC port (default 7233)',
   TEMPORAL_UI_PORT: 'local dev server Web UI port (default 8233)',
+  TEMPORAL_HTTP_PORT: 'local dev server HTTP API port (default 7243)',
+  TEMPORAL_METRICS_PORT: 'local dev server `/metrics` port (default 7244)',
   TEMPORAL_TLS_CERT: 'client certificate (PEM file) for mTLS to Temporal',
   TEMPORAL_TLS_KEY: 'client key (PEM file) for mTLS to Temporal',
   TEMPORAL_TLS_CA: 'CA bundle (PEM file) that signed the Temporal server certificate; set alone, the connection uses TLS without a client certificate',
@@ -108,6 +110,8 @@ const rawSchema = z.object({
   WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(1000),
   TEMPORAL_PORT: port.default(7233),
   TEMPORAL_UI_PORT: port.default(8233),
+  TEMPORAL_HTTP_PORT: port.default(7243),
+  TEMPORAL_METRICS_PORT: port.default(7244),
   TEMPORAL_TLS_CERT: z.string().min(1).optional(),
   TEMPORAL_TLS_KEY: z.string().min(1).optional(),
   TEMPORAL_TLS_CA: z.string().min(1).optional(),
@@ -204,7 +208,14 @@ export interface Config {
     /** Temporal Cloud's API key; a secret, sent over TLS only. */
     readonly apiKey?: string;
     /** Set when `npm start` runs the dev server itself. */
-    readonly devServer?: { readonly port: number; readonly uiPort: number; readonly executable?: string };
+    readonly devServer?: {
+      readonly port: number;
+      readonly uiPort: number;
+      /** Its HTTP API and `/metrics` ports: given explicitly, never the random ones it would pick. */
+      readonly httpPort: number;
+      readonly metricsPort: number;
+      readonly executable?: string;
+    };
   };
   readonly stripe: {
     readonly secretKey: string;
@@ -378,7 +389,15 @@ function build(raw: Raw, cwd: string): Config {
       ...(tls ? { tls } : {}),
       ...opt('apiKey', raw.TEMPORAL_API_KEY),
       ...(runTemporal
-        ? { devServer: { port: raw.TEMPORAL_PORT, uiPort: raw.TEMPORAL_UI_PORT, ...opt('executable', raw.TEMPORAL_CLI_PATH) } }
+        ? {
+            devServer: {
+              port: raw.TEMPORAL_PORT,
+              uiPort: raw.TEMPORAL_UI_PORT,
+              httpPort: raw.TEMPORAL_HTTP_PORT,
+              metricsPort: raw.TEMPORAL_METRICS_PORT,
+              ...opt('executable', raw.TEMPORAL_CLI_PATH),
+            },
+          }
         : {}),
     },
     stripe: {

@@ -3,7 +3,29 @@ import { Connection } from '@temporalio/client';
 import type { Config } from '../config/config';
 import { devServerSearchAttributeArgs } from '../temporal/search-attributes';
 import { serverPath, type ServerName } from './servers';
-import { portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
+import { freePort, portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
+
+/** Every port variable of a local stack (`npm start`): the API, its servers and the codec server. */
+export const LOCAL_PORT_VARIABLES = [
+  'API_PORT',
+  'CODEC_PORT',
+  'TEMPORAL_PORT',
+  'TEMPORAL_UI_PORT',
+  'TEMPORAL_HTTP_PORT',
+  'TEMPORAL_METRICS_PORT',
+  'KMS_PORT',
+  'STRIPE_MOCK_PORT',
+] as const;
+export type LocalPortVariable = (typeof LOCAL_PORT_VARIABLES)[number];
+
+/**
+ * One free loopback port for each of `LOCAL_PORT_VARIABLES`, as environment: a second stack
+ * (a test, a benchmark, another checkout) never meets the first one's ports.
+ */
+export async function freeLocalPorts(): Promise<Record<LocalPortVariable, string>> {
+  const ports = await Promise.all(LOCAL_PORT_VARIABLES.map(() => freePort()));
+  return Object.fromEntries(LOCAL_PORT_VARIABLES.map((variable, i) => [variable, String(ports[i])])) as Record<LocalPortVariable, string>;
+}
 
 export class PortInUseError extends Error {
   override name = 'PortInUseError';
@@ -27,6 +49,8 @@ export function plannedServers(config: Config): PlannedServer[] {
       ports: [
         { port: dev.port, variable: 'TEMPORAL_PORT', what: 'Temporal gRPC' },
         { port: dev.uiPort, variable: 'TEMPORAL_UI_PORT', what: 'Temporal Web UI' },
+        { port: dev.httpPort, variable: 'TEMPORAL_HTTP_PORT', what: 'Temporal HTTP API' },
+        { port: dev.metricsPort, variable: 'TEMPORAL_METRICS_PORT', what: 'Temporal metrics' },
       ],
     });
   }
@@ -130,6 +154,10 @@ export function temporalDevServerArgs(config: Config): string[] {
     '127.0.0.1',
     '--ui-port',
     String(dev.uiPort),
+    '--http-port',
+    String(dev.httpPort),
+    '--metrics-port',
+    String(dev.metricsPort),
     '--db-filename',
     path.join(config.dataDir, 'temporal.sqlite'),
     ...DEV_SERVER_SQLITE_PRAGMAS,

@@ -7,7 +7,7 @@ import { ensureLocalSigningKey } from '../../src/auth/signing-keys';
 import { mintToken } from '../../src/auth/tokens';
 import { loadConfig } from '../../src/config/config';
 import { dropDatabase } from '../../src/db/database';
-import { freePort } from '../../src/stack/process';
+import { freeLocalPorts } from '../../src/stack/local-servers';
 import { spawnCli } from '../support/spawn';
 import { testStack } from '../support/stack';
 
@@ -29,9 +29,7 @@ describe('end-to-end encryption through npm start', () => {
     const url = new URL(testStack().databaseUrl);
     url.pathname = `${url.pathname}_e2ee`;
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }), () => dropDatabase(url.toString()));
-    const ports = Object.fromEntries(
-      await Promise.all(['API_PORT', 'TEMPORAL_PORT', 'TEMPORAL_UI_PORT', 'KMS_PORT', 'STRIPE_MOCK_PORT', 'CODEC_PORT'].map(async (v) => [v, String(await freePort())])),
-    ) as Record<string, string>;
+    const ports = await freeLocalPorts();
     const env = { ...ports, LEDGERLOCK_DATA_DIR: dataDir, LEDGERLOCK_TOOLS_DIR: testStack().toolsDir, DATABASE_URL: url.toString(), LOG_LEVEL: 'debug' };
 
     const stack = spawnCli(['start'], env);

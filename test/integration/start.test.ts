@@ -13,7 +13,8 @@ import { checkpointName } from '../../src/audit/audit-checkpoints';
 import { loadConfig } from '../../src/config/config';
 import { connectionOptions, createDb, dropDatabase } from '../../src/db/database';
 import { REPO_ROOT } from '../../src/stack/paths';
-import { freePort, tcpProbe } from '../../src/stack/process';
+import { freeLocalPorts } from '../../src/stack/local-servers';
+import { tcpProbe } from '../../src/stack/process';
 import { cliEnv, spawnCli } from '../support/spawn';
 import { testStack } from '../support/stack';
 
@@ -28,25 +29,25 @@ function pidAlive(pid: number): boolean {
 
 async function startEnv() {
   const stack = testStack();
-  const [api, temporal, ui, kms, stripe, codec] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const free = await freeLocalPorts();
   const url = new URL(stack.databaseUrl);
   url.pathname = `${url.pathname}_start_${Date.now().toString(36)}`;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-start-'));
+  const ports = {
+    api: Number(free.API_PORT),
+    temporal: Number(free.TEMPORAL_PORT),
+    ui: Number(free.TEMPORAL_UI_PORT),
+    temporalHttp: Number(free.TEMPORAL_HTTP_PORT),
+    temporalMetrics: Number(free.TEMPORAL_METRICS_PORT),
+    kms: Number(free.KMS_PORT),
+    stripe: Number(free.STRIPE_MOCK_PORT),
+    codec: Number(free.CODEC_PORT),
+  };
   return {
-    ports: { api, temporal, ui, kms, stripe, codec },
+    ports,
     dataDir,
     databaseUrl: url.toString(),
-    env: {
-      LEDGERLOCK_DATA_DIR: dataDir,
-      LEDGERLOCK_TOOLS_DIR: stack.toolsDir,
-      DATABASE_URL: url.toString(),
-      API_PORT: String(api),
-      TEMPORAL_PORT: String(temporal),
-      TEMPORAL_UI_PORT: String(ui),
-      KMS_PORT: String(kms),
-      STRIPE_MOCK_PORT: String(stripe),
-      CODEC_PORT: String(codec),
-    },
+    env: { ...free, LEDGERLOCK_DATA_DIR: dataDir, LEDGERLOCK_TOOLS_DIR: stack.toolsDir, DATABASE_URL: url.toString() },
   };
 }
 
@@ -70,6 +71,9 @@ describe('ledgerlock start (npm start)', () => {
     const run = JSON.parse(readFileSync(path.join(dataDir, 'run.json'), 'utf8')) as { servers: { name: string; pid: number }[] };
     expect(run.servers.map((s) => s.name).sort()).toEqual(['local-kms', 'stripe-mock', 'temporal']);
 
+    // The dev server's HTTP API and metrics listen where they were told, not on ports of their own choosing.
+    await tcpProbe(ports.temporalHttp);
+    expect(await (await fetch(`http://127.0.0.1:${ports.temporalMetrics}/metrics`)).text()).toContain('# TYPE');
     const health = await fetch(`http://127.0.0.1:${ports.api}/healthz`);
     expect(health.status).toBe(200);
     expect(((await health.json()) as { status: string }).status).toBe('ok');

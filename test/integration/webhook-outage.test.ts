@@ -7,8 +7,7 @@ import { createDb, dropDatabase, ensureDatabase, type Db } from '../../src/db/da
 import { migrate } from '../../src/db/migrate';
 import type { RunningServer } from '../../src/runtime';
 import type { Services } from '../../src/services';
-import { startLocalServers, type LocalServers } from '../../src/stack/local-servers';
-import { freePort } from '../../src/stack/process';
+import { freeLocalPorts, startLocalServers, type LocalServers } from '../../src/stack/local-servers';
 import { STRIPE_WEBHOOK_PATH } from '../../src/webhooks/webhook-routes';
 import { quietTemporalRuntime, startSignalRecorders, type SignalRecorders } from '../support/signal-recorder';
 import { startTestApi } from '../support/runtime';
@@ -35,40 +34,29 @@ describe('webhooks while Temporal is down', () => {
     dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-outage-'));
     const url = new URL(testStack().databaseUrl);
     url.pathname = `${url.pathname}_outage`;
-    const configFor = (temporalPort: number, uiPort: number) =>
-      testConfig({
+    // A restart keeps every port: the same address for the API and the workers.
+    const ports = await freeLocalPorts();
+    config = testConfig({
         LEDGERLOCK_DATA_DIR: dataDir,
         DATABASE_URL: url.toString(),
         // Unset: the stack's own dev server, on ports of its own.
         TEMPORAL_ADDRESS: '',
-        TEMPORAL_PORT: String(temporalPort),
-        TEMPORAL_UI_PORT: String(uiPort),
+        TEMPORAL_PORT: ports.TEMPORAL_PORT,
+        TEMPORAL_UI_PORT: ports.TEMPORAL_UI_PORT,
+        TEMPORAL_HTTP_PORT: ports.TEMPORAL_HTTP_PORT,
+        TEMPORAL_METRICS_PORT: ports.TEMPORAL_METRICS_PORT,
         STRIPE_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
         STRIPE_WEBHOOK_RETRY_MAX_SECONDS: '1',
       });
-    await startTemporal();
+    restartTemporal = async () => {
+      temporal = await startLocalServers(config, path.join(dataDir, 'logs'));
+    };
+    await restartTemporal();
     expect(config.temporal.devServer).toBeDefined();
     await ensureDatabase(config.databaseUrl!);
     db = createDb(config.databaseUrl!, { max: 2 });
     await migrate(db);
 
-    /**
-     * The dev server also takes random free ports of its own (HTTP, metrics), which may race
-     * with the ones picked here: on "address already in use" try again with fresh ports. A
-     * restart keeps the gRPC port: the same address for the API and the workers.
-     */
-    async function startTemporal(samePort?: number): Promise<void> {
-      for (let attempt = 1; ; attempt++) {
-        config = configFor(samePort ?? (await freePort()), await freePort());
-        try {
-          temporal = await startLocalServers(config, path.join(dataDir, 'logs'));
-          return;
-        } catch (err) {
-          if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
-        }
-      }
-    }
-    restartTemporal = () => startTemporal(Number(config.temporal.devServer!.port));
     api = await startTestApi(config);
     recorders = await startSignalRecorders(config, api.services);
     for (const sub of subs) await recorders.start(sub);

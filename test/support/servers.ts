@@ -33,7 +33,7 @@ export async function startTestServers(name: string): Promise<{ stack: TestStack
   };
 
   try {
-    const [kmsPort, stripePort, temporalPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    const [kmsPort, stripePort, temporalPort, temporalHttpPort, temporalMetricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
     const config = loadConfig({
       LEDGERLOCK_DATA_DIR: dataDir,
       LEDGERLOCK_TOOLS_DIR: toolsDir,
@@ -55,7 +55,8 @@ export async function startTestServers(name: string): Promise<{ stack: TestStack
           port: temporalPort,
           ui: false,
           dbFilename: temporalDb,
-          extraArgs: DEV_SERVER_SQLITE_PRAGMAS,
+          // Its HTTP API and metrics on ports picked here, never ones it picks itself.
+          extraArgs: [...DEV_SERVER_SQLITE_PRAGMAS, '--http-port', String(temporalHttpPort), '--metrics-port', String(temporalMetricsPort)],
           searchAttributes: Object.values(SEARCH_ATTRIBUTES),
           log: { format: 'pretty', level: 'warn' },
         },
