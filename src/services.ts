@@ -36,7 +36,8 @@ export interface Services {
 export function createServices(config: Config, log: Pick<Logger, 'warn'>): Services {
   const db = createDb(config.databaseAppUrl, { log });
   const kms = createKmsClient(config);
-  const dataKeys = new DataKeys({ db, kms, cache: new DataKeyCache(config.dataKeyCache), config });
+  const cache = new DataKeyCache(config.dataKeyCache);
+  const dataKeys = new DataKeys({ db, kms, cache, config });
   const destructions = listenForDestroyedKeys(config.databaseAppUrl, dataKeys, log);
   return {
     db,
@@ -49,6 +50,8 @@ export function createServices(config: Config, log: Pick<Logger, 'warn'>): Servi
     actorOf: createActorOf({ kms, config }),
     async close() {
       await destructions.close();
+      cache.close();
+      cache.clear();
       await db.destroy();
       kms.destroy();
     },

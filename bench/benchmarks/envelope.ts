@@ -38,7 +38,7 @@ export async function envelopeBenchmark(): Promise<BenchResult> {
   try {
     const records = Array.from({ length: RECORDS }, () => randomBytes(RECORD_BYTES).toString('base64').slice(0, RECORD_BYTES));
     const customer = { id: `cust_${randomUUID().replace(/-/g, '')}`, region: 'eu' };
-    const envelope = new Envelope(new DataKeys({ db, kms: countingKms as unknown as KMSClient, cache: new DataKeyCache({ maxAgeMs: 600_000, maxUses: 1_000_000 }), config }));
+    const envelope = new Envelope(new DataKeys({ db, kms: countingKms as unknown as KMSClient, cache: new DataKeyCache({ maxAgeMs: 600_000, maxUses: 1_000_000, maxEntries: 10_000 }), config }));
 
     const rawKey = randomBytes(32);
     const { KeyMetadata } = await kms.send(new DescribeKeyCommand({ KeyId: masterKeyAlias(config, 'eu') }));

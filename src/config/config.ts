@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import type { DataKeyCacheLimits } from '../crypto/key-cache';
 import { buildDunningPolicies, parseJsonVariable, policyOverrideSchema, type DunningPolicies, type PolicyOverride } from '../dunning/dunning-policy';
 
 /**
@@ -65,6 +66,7 @@ export const ENV_DOCS = {
   CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
   DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
   DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
+  DATA_KEY_CACHE_MAX_ENTRIES: 'how many plaintext data keys a process holds at once, least recently used evicted first (default 10000)',
   STRIPE_MAX_ACTIVITIES_PER_SECOND: 'cap on Stripe calls per second across all workers, enforced by Temporal (default 20, under the Stripe test-mode limit of 25)',
   SUBSCRIPTION_PAYMENT_WINDOW_SECONDS: 'how long a new subscription waits for its first payment (3-D Secure) before it is undone (default 82800 = 23 h, like Stripe)',
   STRIPE_SHARED_FIELDS: 'customer fields Stripe receives, comma-separated from email,name,phone,address (default `email,name`)',
@@ -160,7 +162,8 @@ const rawSchema = z.object({
     .regex(/^https?:\/\/[^,\s]+(,https?:\/\/[^,\s]+)*$/, 'must be comma-separated http(s) origins')
     .optional(),
   DATA_KEY_CACHE_MAX_AGE_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
-  DATA_KEY_CACHE_MAX_USES: z.coerce.number().int().min(1).default(10_000),
+  DATA_KEY_CACHE_MAX_USES: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
+  DATA_KEY_CACHE_MAX_ENTRIES: z.coerce.number().int().min(1).max(1_000_000).default(10_000),
   STRIPE_MAX_ACTIVITIES_PER_SECOND: z.coerce.number().positive().max(10_000).default(20),
   SUBSCRIPTION_PAYMENT_WINDOW_SECONDS: z.coerce.number().int().min(1).max(30 * 86_400).default(82_800),
   STRIPE_SHARED_FIELDS: z
@@ -255,7 +258,7 @@ export interface Config {
     /** The session cookie is `Secure`: always in production (behind a TLS proxy too), and wherever the server serves HTTPS. */
     readonly secureCookies: boolean;
   };
-  readonly dataKeyCache: { readonly maxAgeMs: number; readonly maxUses: number };
+  readonly dataKeyCache: DataKeyCacheLimits;
   readonly subscriptions: { readonly paymentWindowSeconds: number };
   /** What Stripe receives of a customer's profile (data minimisation); never card data. */
   readonly stripeSharedFields: readonly ('email' | 'name' | 'phone' | 'address')[];
@@ -434,7 +437,7 @@ function build(raw: Raw, cwd: string): Config {
       ],
       secureCookies: !local || (raw.API_TLS_CERT !== undefined && raw.API_TLS_KEY !== undefined),
     },
-    dataKeyCache: { maxAgeMs: raw.DATA_KEY_CACHE_MAX_AGE_SECONDS * 1000, maxUses: raw.DATA_KEY_CACHE_MAX_USES },
+    dataKeyCache: { maxAgeMs: raw.DATA_KEY_CACHE_MAX_AGE_SECONDS * 1000, maxUses: raw.DATA_KEY_CACHE_MAX_USES, maxEntries: raw.DATA_KEY_CACHE_MAX_ENTRIES },
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
     keyRotation: { intervalDays: raw.KEY_ROTATION_INTERVAL_DAYS, graceSeconds: raw.KEY_ROTATION_GRACE_SECONDS, batchSize: raw.KEY_ROTATION_BATCH_SIZE },

@@ -44,8 +44,18 @@ export class DataKeys {
     if (known && known.expiresAt > Date.now()) return { keyId: known.keyId, key: await this.key(known.keyId) };
     const existingId = await this.activeKeyId(customerId);
     const active = existingId ? { keyId: existingId, key: await this.key(existingId) } : await this.create(customerId, region);
-    this.activeKeyIds.set(customerId, { keyId: active.keyId, expiresAt: Date.now() + this.deps.config.dataKeyCache.maxAgeMs });
+    this.rememberActive(customerId, active.keyId);
     return active;
+  }
+
+  /** Pointers are bounded like the keys they point at: least recently set goes first. */
+  private rememberActive(customerId: string, keyId: string): void {
+    this.activeKeyIds.delete(customerId);
+    this.activeKeyIds.set(customerId, { keyId, expiresAt: Date.now() + this.deps.config.dataKeyCache.maxAgeMs });
+    for (const oldest of this.activeKeyIds.keys()) {
+      if (this.activeKeyIds.size <= this.deps.config.dataKeyCache.maxEntries) break;
+      this.activeKeyIds.delete(oldest);
+    }
   }
 
   private async activeKeyId(customerId: string): Promise<string | undefined> {
@@ -115,6 +125,7 @@ export class DataKeys {
   async key(keyId: string): Promise<KeyObject> {
     const cached = this.deps.cache.use(keyId);
     if (cached) return cached;
+    const ticket = this.deps.cache.begin();
     const row = await this.deps.db.selectFrom('data_keys').selectAll().where('id', '=', keyId).executeTakeFirst();
     if (!row) throw new UnknownDataKeyError(keyId);
     if (row.status === 'destroyed' || !row.wrapped_key) throw new DataKeyDestroyedError(keyId);
@@ -128,9 +139,14 @@ export class DataKeys {
       throw mapKmsError(err, 'Decrypt');
     }
     const plaintext = Buffer.from(unwrapped.Plaintext!);
-    const key = this.deps.cache.put(keyId, plaintext);
-    plaintext.fill(0);
     unwrapped.Plaintext!.fill(0);
+    // Destroyed while KMS was unwrapping it (the customer erased meanwhile): never used, never cached.
+    if (this.deps.cache.isDestroyed(keyId)) {
+      plaintext.fill(0);
+      throw new DataKeyDestroyedError(keyId);
+    }
+    const key = this.deps.cache.put(keyId, plaintext, ticket);
+    plaintext.fill(0);
     return key;
   }
 
@@ -156,9 +172,9 @@ export class DataKeys {
     return rows.map((row) => row.id);
   }
 
-  /** Forgets a destroyed key: its plaintext and any customer's pointer to it. */
+  /** Forgets a destroyed key for good: its plaintext and any customer's pointer to it. */
   evict(keyId: string): void {
-    this.deps.cache.delete(keyId);
+    this.deps.cache.destroy(keyId);
     for (const [customerId, active] of this.activeKeyIds) if (active.keyId === keyId) this.activeKeyIds.delete(customerId);
   }
 

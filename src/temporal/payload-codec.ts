@@ -3,7 +3,7 @@ import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk
 import type { Payload, PayloadCodec, SerializationContext } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { CiphertextInvalidError, KmsUnavailableError } from '../crypto/errors';
-import { DataKeyCache } from '../crypto/key-cache';
+import { DataKeyCache, type DataKeyCacheLimits } from '../crypto/key-cache';
 import { mapKmsError } from '../crypto/kms-errors';
 import type { Logger } from '../log';
 import { REFUSED_ENCODING } from '../../workflows/payload-refusal';
@@ -39,7 +39,7 @@ export interface PayloadCodecDeps {
   /** Alias or id of the KMS master key new payload keys are generated under. */
   readonly masterKeyId: string;
   /** How long, and for how many payloads, one encoding key is used before the next. */
-  readonly limits: { readonly maxAgeMs: number; readonly maxUses: number };
+  readonly limits: DataKeyCacheLimits;
   /**
    * When encoding, wait out a KMS that is unreachable or throttling, retrying with backoff
    * (at most `maxDelayMs` apart) for as long as it lasts, instead of failing. For workers:

@@ -104,6 +104,41 @@ describe('envelope encryption against KMS and PostgreSQL', () => {
     expect(await cold.decrypt(keptBlob, where(kept.id))).toBe('kept@example.com');
   });
 
+  it('never caches a data key that was destroyed while KMS was unwrapping it', async () => {
+    const c = customer();
+    const blob = await envelope.encrypt(c, 'racing@example.com', where(c.id));
+    const [keyId] = (await db.selectFrom('data_keys').select('id').where('customer_id', '=', c.id).execute()).map((row) => row.id);
+    // A cold process whose Decrypt is held until the erasure has destroyed the key.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let decrypting!: () => void;
+    const decryptStarted = new Promise<void>((resolve) => (decrypting = resolve));
+    const slow = {
+      send: async (command: { constructor: { name: string } }) => {
+        if (command.constructor.name === 'DecryptCommand') {
+          decrypting();
+          await held;
+        }
+        return kms.send(command as never);
+      },
+    };
+    const cache = new DataKeyCache(config.dataKeyCache);
+    const cold = new DataKeys({ db, kms: slow as unknown as KMSClient, cache, config });
+    try {
+      const reading = new Envelope(cold).decrypt(blob, where(c.id)).catch((err: unknown) => err);
+      await decryptStarted;
+      // What the destruction listener does when the erasure's NOTIFY arrives.
+      expect(await dataKeys.destroyForCustomer(c.id)).toEqual([keyId]);
+      cold.evict(keyId!);
+      release();
+      expect(await reading).toBeInstanceOf(DataKeyDestroyedError);
+      expect(cache.size).toBe(0);
+      expect(cache.use(keyId!)).toBeUndefined();
+    } finally {
+      cache.close();
+    }
+  });
+
   it('names an unknown key id', async () => {
     const c = customer();
     const blob = await envelope.encrypt(c, 'x', where(c.id));

@@ -21,7 +21,7 @@ describe('KMS payload codec', () => {
     new KmsPayloadCodec({
       kms: { send: (command: never) => (kmsCalls.push((command as object).constructor.name), kms.send(command)) } as never,
       masterKeyId: codecKeyAlias(config),
-      limits: { maxAgeMs: 60_000, maxUses },
+      limits: { maxAgeMs: 60_000, maxUses, maxEntries: 1_000 },
     });
   beforeAll(() => {
     kms = createKmsClient(config);
@@ -75,7 +75,7 @@ describe('KMS payload codec', () => {
     const logging = new KmsPayloadCodec({
       kms,
       masterKeyId: codecKeyAlias(config),
-      limits: { maxAgeMs: 60_000, maxUses: 1_000 },
+      limits: { maxAgeMs: 60_000, maxUses: 1_000, maxEntries: 1_000 },
       log: { warn: (msg, fields) => lines.push(JSON.stringify({ msg, ...fields })) },
     });
     const before = refusedPayloadCount();
