@@ -7,6 +7,7 @@ import type { CipherContext } from '../src/crypto/ciphertext';
 import type { Envelope } from '../src/crypto/envelope';
 import { cell } from '../src/customers/customer-crypto';
 import { findCustomer } from '../src/customers/customer-dal';
+import { noticeAllowed } from '../src/customers/customer-consents';
 import type { Db } from '../src/db/database';
 import { policyFor } from '../src/dunning/dunning-policy';
 import { invoicePaymentIntentId } from '../src/stripe/first-payment';
@@ -84,9 +85,10 @@ export function createDunningActivities(deps: DunningActivityDeps) {
       let row = await deps.db.selectFrom('notification_outbox').select(['status', 'recipient']).where('id', '=', id).executeTakeFirst();
       if (!row) {
         const customer = await findCustomer(deps.db, input.customerId);
-        // An erased customer has no e-mail left to write to.
+        // An erased customer has no e-mail left to write to; one who withdrew consent to
+        // notifications gets the contractual ones only (customer-consents.ts).
         const recipient =
-          customer && customer.status === 'active'
+          customer && customer.status === 'active' && (await noticeAllowed(deps.db, customer.id, input.template))
             ? await deps.envelope.encrypt({ id: customer.id, region: customer.region }, await decryptEmail(deps, customer.id, customer.email, id), outboxCell(id))
             : null;
         await deps.db

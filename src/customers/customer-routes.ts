@@ -12,6 +12,7 @@ import type { Authorize } from '../http/auth';
 import { claimIdempotencyKey, idempotencyKeyOf, idFor, requestIdOf, requiredHeader } from '../http/idempotency';
 import { sendProblem, validationProblem } from '../http/problem';
 import type { registerCustomerWorkflow } from '../../workflows/customers';
+import { appendConsent, consentInputSchema, consentsInForce, findConsent, listConsents, sameConsent, toConsentRecord } from './customer-consents';
 import { openProfile, sealProfile } from './customer-crypto';
 import { findCustomer } from './customer-dal';
 import { erasureState, requestErasure } from './customer-erasure';
@@ -130,6 +131,56 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
       return res.status(200).json({ customerId, workflowId, status: 'erased' });
     }
     res.status(202).json({ customerId, workflowId, status: 'erasing' });
+  });
+
+  // Consent records: appended, never edited; a withdrawal is a record of its own. Each is audited.
+  router.post('/v1/customers/:id/consents', ...deps.authorize('customers:write'), async (req, res) => {
+    const principal = res.locals.principal as Principal;
+    const customerId = customerIdOf(req);
+    const idempotencyKey = idempotencyKeyOf(req);
+    const body = consentInputSchema.safeParse(req.body);
+    if (!body.success) throw validationProblem(body.error, 'body');
+    const row = await findCustomer(deps.db, customerId);
+    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
+    if (row.status === 'erased') return sendProblem(res, gone(customerId));
+    const id = idFor('cons_', principal.subject, idempotencyKey);
+    const conflict = () =>
+      sendProblem(res, { title: 'Conflict', status: 409, detail: 'This Idempotency-Key was used for another consent record.', errors: [{ field: 'header.Idempotency-Key', message: 'already used for another request' }] });
+    const earlier = await findConsent(deps.db, id);
+    if (earlier) return sameConsent(earlier, customerId, body.data) ? res.status(200).json(toConsentRecord(earlier)) : conflict();
+    // Audited before it is written: a record the audit trail cannot show is not kept. A retry
+    // after a failure in between finds the same audit entry (same key, same content).
+    await appendAuditEntry(deps.db, {
+      idempotencyKey: `api:customer.consent_recorded:${id}`,
+      actor: res.locals.actor,
+      action: 'customer.consent_recorded',
+      subjectType: 'customer',
+      subjectId: customerId,
+      details: { consentId: id, purpose: body.data.purpose, granted: body.data.granted, source: body.data.source },
+    });
+    const stored = await appendConsent(deps.db, { id, customerId, recordedBy: res.locals.actor, ...body.data });
+    // Another request with this key won the race with another body.
+    if (!sameConsent(stored, customerId, body.data)) return conflict();
+    res.status(201).location(`/v1/customers/${customerId}/consents`).json(toConsentRecord(stored));
+  });
+
+  router.get('/v1/customers/:id/consents', ...deps.authorize('customers:read'), async (req, res) => {
+    const customerId = customerIdOf(req);
+    const purpose = requiredHeader(req, PURPOSE, purposeHeader);
+    const row = await findCustomer(deps.db, customerId);
+    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
+    if (row.status === 'erased') return sendProblem(res, gone(customerId));
+    await appendAuditEntry(deps.db, {
+      idempotencyKey: `api:customer.consents_read:${randomUUID()}`,
+      actor: res.locals.actor,
+      action: 'customer.consents_read',
+      subjectType: 'customer',
+      subjectId: customerId,
+      purpose,
+    });
+    const records = await listConsents(deps.db, customerId);
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({ customerId, inForce: consentsInForce(records), records });
   });
 
   return router;

@@ -21,6 +21,7 @@ export interface Database {
   entitlement_suspensions: EntitlementSuspensionTable;
   key_rotations: KeyRotationTable;
   key_versions: KeyVersionTable;
+  customer_consents: CustomerConsentTable;
 }
 
 /**
@@ -62,6 +63,23 @@ export interface DataKeyTable {
   previous_wrapped_key: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
   previous_kms_key_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
+
+/** One consent given or withdrawn; never updated nor deleted (the app role may only insert). */
+export interface CustomerConsentTable {
+  id: string;
+  customer_id: string;
+  purpose: string;
+  granted: boolean;
+  /** Where it was collected: a code such as `web:signup-form:v3`, never free text. */
+  source: string;
+  /** The audit identity of the caller who recorded it. */
+  recorded_by: string;
+  recorded_at: ColumnType<Date, Date | undefined, never>;
+  /** Order of recording, the newest record of a purpose being the one in force. */
+  seq: ColumnType<string, never, never>;
+}
+
+export type CustomerConsentRow = Selectable<CustomerConsentTable>;
 
 /** Personal data as Ledgerlock v1 ciphertext only; country stays plain to pick the region. */
 export interface CustomerTable {
