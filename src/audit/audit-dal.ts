@@ -65,6 +65,19 @@ export async function listAuditEntries(db: Db, options: { afterSeq?: string | un
   return rows.map(toEntry);
 }
 
+/** Every entry about any of `subjects` (a type and ids), oldest first. */
+export async function auditEntriesAbout(db: Db, subjects: readonly { type: string; ids: readonly string[] }[]): Promise<AuditEntry[]> {
+  const wanted = subjects.filter((s) => s.ids.length > 0);
+  if (wanted.length === 0) return [];
+  const rows = await db
+    .selectFrom('audit_log')
+    .selectAll()
+    .where((eb) => eb.or(wanted.map((s) => eb.and([eb('subject_type', '=', s.type), eb('subject_id', 'in', [...s.ids])]))))
+    .orderBy('seq')
+    .execute();
+  return rows.map(toEntry);
+}
+
 /**
  * Walks the whole chain, a batch at a time, and names the first entry that fails:
  * a `prev_hash` that does not link to the previous entry (an entry deleted before it, named

@@ -9,6 +9,7 @@ export const SCOPES = [
   'customers:read',
   'customers:write',
   'customers:erase',
+  'customers:export',
   'keys:rotate',
   'payload:decrypt',
   'payload:encode',

@@ -14,6 +14,7 @@ import { sendProblem, validationProblem } from '../http/problem';
 import type { registerCustomerWorkflow } from '../../workflows/customers';
 import { appendConsent, consentInputSchema, consentsInForce, findConsent, listConsents, sameConsent, toConsentRecord } from './customer-consents';
 import { openProfile, sealProfile } from './customer-crypto';
+import { buildSubjectAccessExport } from './customer-export';
 import { findCustomer } from './customer-dal';
 import { erasureState, requestErasure } from './customer-erasure';
 import { customerProfileSchema, type CustomerProfile } from './customer-types';
@@ -110,6 +111,40 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
       createdAt: row.created_at.toISOString(),
       ...profile,
     });
+  });
+
+  // Subject access (GDPR art. 15): everything held about the customer, in one document.
+  router.get('/v1/customers/:id/export', ...deps.authorize('customers:export'), async (req, res) => {
+    const customerId = customerIdOf(req);
+    const purpose = requiredHeader(req, PURPOSE, purposeHeader);
+    const requestId = requestIdOf(req);
+    const row = await findCustomer(deps.db, customerId);
+    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
+    const erasure = await erasureState(deps.temporal, customerId);
+    if (erasure?.status === 'erased' || (!erasure && row.status === 'erased')) return sendProblem(res, gone(customerId));
+    if (erasure) {
+      return sendProblem(res, { title: 'Conflict', status: 409, detail: `An erasure of customer ${customerId} was requested: nothing personal is released.`, customerStatus: erasure.status });
+    }
+    // Audited before anything is read, like a read: the export is an access of its own, and shows in itself.
+    await appendAuditEntry(deps.db, {
+      idempotencyKey: `api:customer.subject_access_export:${randomUUID()}`,
+      actor: res.locals.actor,
+      action: 'customer.subject_access_export',
+      subjectType: 'customer',
+      subjectId: customerId,
+      purpose,
+      ...(requestId ? { details: { requestId } } : {}),
+    });
+    let document;
+    try {
+      document = await buildSubjectAccessExport(deps, row);
+    } catch (err) {
+      if (err instanceof DataKeyDestroyedError) return sendProblem(res, gone(customerId));
+      throw err;
+    }
+    res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('Content-Disposition', `attachment; filename="${customerId}-export.json"`);
+    res.json(document);
   });
 
   router.delete('/v1/customers/:id', ...deps.authorize('customers:erase'), async (req, res) => {

@@ -9,6 +9,7 @@ import * as keyRotation from './migrations/2026-11-22T03-00-key-rotation';
 import * as apiIdempotencyResponses from './migrations/2026-12-02T00-00-api-idempotency-responses';
 import * as appLoginRole from './migrations/2026-12-02T00-00-app-login-role';
 import * as customerConsents from './migrations/2026-12-03T01-00-customer-consents';
+import * as auditBySubject from './migrations/2026-12-03T02-00-audit-by-subject';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -25,6 +26,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-02T00-00-api-idempotency-responses': apiIdempotencyResponses,
   '2026-12-02T00-00-app-login-role': appLoginRole,
   '2026-12-03T01-00-customer-consents': customerConsents,
+  '2026-12-03T02-00-audit-by-subject': auditBySubject,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {

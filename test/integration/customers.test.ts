@@ -33,6 +33,7 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
   let writer: string;
   let reader: string;
   let eraser: string;
+  let exporter: string;
   const config = () => testConfig({ STRIPE_API_URL: proxy.url, TEMPORAL_TASK_QUEUE: `customers-${process.pid}`, LOG_LEVEL: 'debug' });
 
   beforeAll(async () => {
@@ -48,6 +49,7 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
     writer = await tokenFor(cfg, 'svc-signup', ['customers:write']);
     reader = await tokenFor(cfg, 'svc-support', ['customers:read']);
     eraser = await tokenFor(cfg, 'svc-privacy', ['customers:erase']);
+    exporter = await tokenFor(cfg, 'svc-dpo', ['customers:export']);
   });
   afterAll(async () => {
     stopWorkers?.();
@@ -63,6 +65,8 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
     fetch(`${api.url}/v1/customers`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
   const get = (id: string, token = reader, purpose = 'support ticket 4711') =>
     fetch(`${api.url}/v1/customers/${id}`, { headers: { authorization: `Bearer ${token}`, ...(purpose ? { 'ledgerlock-purpose': purpose } : {}) } });
+  const exportOf = (id: string, token = exporter) =>
+    fetch(`${api.url}/v1/customers/${id}/export`, { headers: { authorization: `Bearer ${token}`, 'ledgerlock-purpose': 'GDPR art. 15 request 98' } });
   const profile = { email: probe, name: 'Ada Probe', country: 'de', address: { line1: 'Unter den Linden 1', city: 'Berlin', postalCode: '10117' }, phone: '+4915112345678' };
 
   let customerId: string;
@@ -202,6 +206,23 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
     expect(JSON.stringify(await noKey.json())).toContain('header.Idempotency-Key');
   });
 
+  it('exports everything held about the customer to a caller with customers:export, auditing the export in it', async () => {
+    expect((await exportOf(customerId, reader)).status).toBe(403);
+    const res = await exportOf(customerId);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('no-store');
+    expect(res.headers.get('content-disposition')).toContain('attachment');
+    const document = (await res.json()) as { customer: { profile: { email: string }; stripeCustomerId: string }; accessLog: { action: string; actor: string; purpose: string | null }[] };
+    expect(document.customer).toMatchObject({ id: customerId, status: 'active', region: 'eu', profile: { email: probe, phone: '+4915112345678' } });
+    expect(document.customer.stripeCustomerId).toMatch(/^cus_/);
+    const actions = document.accessLog.map((e) => e.action);
+    expect(actions).toEqual(expect.arrayContaining(['saga.step', 'customer.export', 'customer.read', 'customer.subject_access_export']));
+    expect(document.accessLog.at(-1)).toMatchObject({ action: 'customer.subject_access_export', actor: 'svc-dpo', purpose: 'GDPR art. 15 request 98' });
+    const exports = (await listAuditEntries(db, { limit: 1000 })).filter((e) => e.action === 'customer.subject_access_export' && e.subjectId === customerId);
+    expect(exports).toHaveLength(1);
+    expect(JSON.stringify(exports)).not.toContain(probe);
+  });
+
   it('erases a customer: keys destroyed, Stripe customer deleted, every ciphertext unreadable, others unaffected', async () => {
     const other = await post({ email: 'bystander@example.com', name: 'By Stander', country: 'US' }, {
       authorization: `Bearer ${writer}`,
@@ -219,6 +240,9 @@ describe('customers: registration, audited reads and erasure, end to end', () =>
     expect(await client.workflow.getHandle(workflowId).result()).toEqual({ dataKeysDestroyed: 1, stripeCustomerDeleted: true });
 
     expect((await get(customerId)).status).toBe(410);
+    const exported = await exportOf(customerId);
+    expect(exported.status).toBe(410);
+    expect(JSON.stringify(await exported.json())).not.toContain(probe);
     expect(proxy.requests.some((r) => r.method === 'DELETE' && r.path.startsWith('/v1/customers/cus_'))).toBe(true);
     const key = await db.selectFrom('data_keys').selectAll().where('customer_id', '=', customerId).executeTakeFirstOrThrow();
     expect(key).toMatchObject({ status: 'destroyed', wrapped_key: null });
