@@ -1,5 +1,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import Stripe from 'stripe';
+import { appendAuditEntry } from '../src/audit/audit-dal';
+import type { Envelope } from '../src/crypto/envelope';
 import { findCustomer } from '../src/customers/customer-dal';
 import type { Db } from '../src/db/database';
 import { firstPaymentOf, invoicePaymentIntentId, type FirstPayment } from '../src/stripe/first-payment';
@@ -13,6 +15,7 @@ import {
   upsertSubscription,
   type SubscriptionRecord,
 } from '../src/subscriptions/subscription-dal';
+import { metadataCell } from '../src/subscriptions/subscription-types';
 
 /**
  * Subscription activities: thin adapters over PostgreSQL and Stripe. Every Stripe call
@@ -24,6 +27,7 @@ import {
 export interface SubscriptionActivityDeps {
   readonly db: Db;
   readonly stripe: Stripe;
+  readonly envelope: Envelope;
 }
 
 /** Ours, for the metadata of everything we create at Stripe: an opaque id, nothing personal. */
@@ -90,6 +94,8 @@ export interface CreateStripeSubscriptionInput {
   readonly trialDays?: number;
   /** The caller's own; ours (`ledgerlock_subscription_id`) always wins. */
   readonly metadata?: Readonly<Record<string, string>>;
+  /** The caller's own, sealed under the customer's data key (see `CreateSubscriptionInput.sealedMetadata`). */
+  readonly sealedMetadata?: string;
   readonly idempotencyKey: string;
 }
 
@@ -372,6 +378,7 @@ export function createStripeSubscriptionActivities(deps: SubscriptionActivityDep
         return describeCreated(existing, input.idempotencyKey);
       }
       const stripeCustomerId = await stripeCustomerIdOf(input.customerId);
+      const metadata = input.sealedMetadata === undefined ? input.metadata : await openMetadata(deps, input);
       let subscription: Stripe.Subscription;
       try {
         subscription = await deps.stripe.subscriptions.create(
@@ -380,7 +387,7 @@ export function createStripeSubscriptionActivities(deps: SubscriptionActivityDep
             items: [{ price: input.priceId }],
             payment_behavior: 'default_incomplete',
             ...(input.trialDays ? { trial_period_days: input.trialDays } : {}),
-            metadata: { ...input.metadata, [SUBSCRIPTION_METADATA_KEY]: input.subscriptionId },
+            metadata: { ...metadata, [SUBSCRIPTION_METADATA_KEY]: input.subscriptionId },
             expand: [LATEST_INVOICE_PAYMENTS],
           },
           { idempotencyKey: input.idempotencyKey },
@@ -484,4 +491,26 @@ function describeResult(
 
 function subscriptionMissing(subscriptionId: string): ApplicationFailure {
   return ApplicationFailure.create({ type: 'SubscriptionNotFound', nonRetryable: true, message: `subscription ${subscriptionId} is not recorded` });
+}
+
+/**
+ * The caller's metadata, decrypted to be sent to Stripe, and that decryption audited. A
+ * customer erased meanwhile has no key left: DataKeyDestroyedError, final, and the saga undoes.
+ */
+async function openMetadata(deps: SubscriptionActivityDeps, input: CreateStripeSubscriptionInput): Promise<Record<string, string>> {
+  await appendAuditEntry(deps.db, {
+    idempotencyKey: `${input.idempotencyKey}:decrypt-metadata`,
+    actor: `workflow:subscription:${input.subscriptionId}`,
+    action: 'customer.decrypt',
+    subjectType: 'customer',
+    subjectId: input.customerId,
+    purpose: 'create the Stripe subscription',
+    details: { fields: 'metadata', subscriptionId: input.subscriptionId },
+  });
+  const text = await deps.envelope.decrypt(Buffer.from(input.sealedMetadata!, 'base64'), metadataCell(input.subscriptionId));
+  const parsed: unknown = JSON.parse(text);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || !Object.values(parsed).every((v) => typeof v === 'string')) {
+    throw ApplicationFailure.create({ type: 'InvalidSubscriptionMetadata', nonRetryable: true, message: 'sealed metadata is not an object of strings' });
+  }
+  return parsed as Record<string, string>;
 }

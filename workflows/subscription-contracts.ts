@@ -82,7 +82,14 @@ export interface CreateSubscriptionInput {
   /** A Stripe `pm_` token the client obtained; card data never reaches Ledgerlock. */
   readonly paymentMethodId: string;
   readonly trialDays?: number;
-  /** Sent to Stripe with the subscription; `ledgerlock_subscription_id` is ours and always wins. */
+  /**
+   * The caller's metadata for the Stripe subscription, sealed under the customer's data key
+   * (base64 Ledgerlock ciphertext of its JSON, bound to `subscriptions.metadata` of this
+   * subscription): free text may carry personal data, so histories hold it only in a form an
+   * erasure shreds. Opened only by the activity that sends it to Stripe.
+   */
+  readonly sealedMetadata?: string;
+  /** Workflows started before metadata was sealed carry it in the clear; still honoured. */
   readonly metadata?: Readonly<Record<string, string>>;
   /** Service identity that asked for it (named in every audit entry of the saga). */
   readonly requestedBy: string;

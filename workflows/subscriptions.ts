@@ -265,6 +265,7 @@ export async function createSubscriptionWorkflow(input: CreateSubscriptionInput)
         priceId,
         ...(input.trialDays === undefined ? {} : { trialDays: input.trialDays }),
         ...(input.metadata === undefined ? {} : { metadata: input.metadata }),
+        ...(input.sealedMetadata === undefined ? {} : { sealedMetadata: input.sealedMetadata }),
         idempotencyKey: key('create-stripe-subscription'),
       }),
     );

@@ -16,8 +16,9 @@ export const STRIPE_FAILURE = {
  *   code and the offending parameter as details;
  * - 429 retries after Stripe's Retry-After (or a second when it gives none);
  * - 5xx, timeouts, connection errors and a refused API key retry on the activity's backoff.
- * Stripe's own message is kept for declines and invalid requests (it names no secret and
- * no card data), and dropped otherwise.
+ * Stripe's own message is never kept: it can quote what was sent (a metadata value, an
+ * e-mail address), and failures live on in workflow histories and the subscriptions table.
+ * Codes, types and parameter names only.
  */
 export function stripeFailure(err: unknown, operation: string): ApplicationFailure {
   if (!(err instanceof Stripe.errors.StripeError)) {
@@ -43,8 +44,9 @@ export function stripeFailure(err: unknown, operation: string): ApplicationFailu
     return ApplicationFailure.create({
       type: STRIPE_FAILURE.invalidRequest,
       nonRetryable: true,
-      message: `Stripe ${operation}: ${err.message}`,
-      details: [{ code: err.code ?? null, param: err.param ?? null }],
+      // Stripe's own text can quote what was sent (a metadata value, an address): codes only.
+      message: `Stripe ${operation}: invalid request (${err.code ?? err.type}${err.param ? `, ${paramName(err.param)}` : ''})`,
+      details: [{ code: err.code ?? null, param: err.param ? paramName(err.param) : null }],
     });
   }
   if (err instanceof Stripe.errors.StripeAuthenticationError || err instanceof Stripe.errors.StripePermissionError) {
@@ -58,4 +60,10 @@ export function stripeFailure(err: unknown, operation: string): ApplicationFailu
 /** True when Stripe says the object is already gone: deleting it again is a success. */
 export function isResourceMissing(err: unknown): boolean {
   return err instanceof Stripe.errors.StripeInvalidRequestError && err.code === 'resource_missing';
+}
+
+/** A Stripe parameter path without the caller's own names in it: `metadata[contact]` is `metadata`. */
+function paramName(param: string): string {
+  const top = /^[a-z_]+/.exec(param)?.[0] ?? 'parameter';
+  return top === 'metadata' ? top : param.replace(/[^A-Za-z0-9_[\]]/g, '').slice(0, 100);
 }

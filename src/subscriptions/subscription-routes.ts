@@ -11,7 +11,7 @@ import type { Principal } from '../auth/scopes';
 import type { Envelope } from '../crypto/envelope';
 import type { DataKeys } from '../crypto/data-keys';
 import { sealProfile } from '../customers/customer-crypto';
-import { customerProfileSchema } from '../customers/customer-types';
+import { customerProfileSchema, type SealedCustomer } from '../customers/customer-types';
 import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
 import { claimIdempotencyKey, claimIdempotencyKeyOfIds, idempotencyKeyOf, idFor, recordIdempotentResponse } from '../http/idempotency';
@@ -27,6 +27,7 @@ import {
 } from '../../workflows/subscription-contracts';
 import type { createSubscriptionWorkflow } from '../../workflows/subscriptions';
 import { findSubscription } from './subscription-dal';
+import { metadataCell } from './subscription-types';
 
 export interface SubscriptionRouteDeps {
   readonly db: Db;
@@ -119,7 +120,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
             priceId: body.data.priceId,
             paymentMethodId: body.data.paymentMethodId,
             ...(body.data.trialDays ? { trialDays: body.data.trialDays } : {}),
-            ...(body.data.metadata ? { metadata: body.data.metadata } : {}),
+            ...(body.data.metadata ? { sealedMetadata: await sealMetadata(deps.envelope, customer, subscriptionId, body.data.metadata) } : {}),
             requestedBy: res.locals.actor,
             paymentWindowSeconds: deps.paymentWindowSeconds,
           },
@@ -203,4 +204,10 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
   });
 
   return router;
+}
+
+/** Metadata is free text: sealed under the customer's data key, so an erasure shreds it wherever it went. */
+async function sealMetadata(envelope: Envelope, customer: SealedCustomer, subscriptionId: string, metadata: Record<string, string>): Promise<string> {
+  const blob = await envelope.encrypt({ id: customer.customerId, region: customer.region }, JSON.stringify(metadata), metadataCell(subscriptionId));
+  return blob.toString('base64');
 }

@@ -1,3 +1,5 @@
+import type { CipherContext } from '../crypto/ciphertext';
+
 /**
  * A subscription's lifecycle as Ledgerlock records it (PostgreSQL, workflow state, the
  * BillingStatus search attribute). Persisted and shown to API callers: append only.
@@ -15,4 +17,9 @@ export type SubscriptionStatus = (typeof SUBSCRIPTION_STATUSES)[number];
 export interface SubscriptionFailure {
   readonly type: string;
   readonly reason: string;
+}
+
+/** Where a subscription's sealed metadata is bound: its ciphertext opens for this subscription only. */
+export function metadataCell(subscriptionId: string): CipherContext {
+  return { table: 'subscriptions', column: 'metadata', rowId: subscriptionId };
 }

@@ -2,9 +2,15 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createStripeSubscriptionActivities, createSubscriptionActivities } from '../../activities/subscriptions';
+import { CiphertextInvalidError } from '../../src/crypto/errors';
+import { sealProfile } from '../../src/customers/customer-crypto';
+import { insertCustomer as storeCustomer, setStripeCustomerId } from '../../src/customers/customer-dal';
 import { createDb, type Db } from '../../src/db/database';
+import { createServices, type Services } from '../../src/services';
 import { createStripe } from '../../src/stripe/stripe-client';
 import { findSubscription } from '../../src/subscriptions/subscription-dal';
+import { metadataCell } from '../../src/subscriptions/subscription-types';
+import { quietLog } from '../support/runtime';
 import { startRecordingProxy, type RecordedRequest } from '../support/recording-proxy';
 import { testConfig, testStack } from '../support/stack';
 
@@ -25,6 +31,7 @@ describe('subscription activities against stripe-mock and PostgreSQL', () => {
   let local: ReturnType<typeof createSubscriptionActivities>;
   let stripe: ReturnType<typeof createStripeSubscriptionActivities>;
   let customerId: string;
+  let services: Services;
   const stripeCustomerId = `cus_${randomBytes(7).toString('hex')}`;
 
   beforeAll(async () => {
@@ -32,10 +39,12 @@ describe('subscription activities against stripe-mock and PostgreSQL', () => {
     owner = createDb(testStack().databaseUrl, { max: 2 });
     db = createDb(testStack().databaseUrl, { role: APP_ROLE, max: 4 });
     local = createSubscriptionActivities({ db });
-    stripe = createStripeSubscriptionActivities({ db, stripe: createStripe(testConfig({ STRIPE_API_URL: proxy.url })) });
+    services = createServices(testConfig(), quietLog);
+    stripe = createStripeSubscriptionActivities({ db, stripe: createStripe(testConfig({ STRIPE_API_URL: proxy.url })), envelope: services.envelope });
     customerId = await insertCustomer(owner, stripeCustomerId);
   });
   afterAll(async () => {
+    await services?.close();
     await db?.destroy();
     await owner?.destroy();
     await proxy?.close();
@@ -145,6 +154,47 @@ describe('subscription activities against stripe-mock and PostgreSQL', () => {
       });
       const result = await stripe.createStripeSubscription({ subscriptionId, customerId, priceId: 'price_monthly', idempotencyKey: key('create') });
       expect(result).toMatchObject({ stripeSubscriptionId: 'sub_declined', firstPayment: 'failed', declineCode: 'insufficient_funds' });
+    });
+
+    it('opens sealed metadata only to send it to Stripe, auditing the decryption', async () => {
+      const sealedCustomerId = `cust_${randomBytes(12).toString('hex')}`;
+      const customer = await sealProfile(services.envelope, sealedCustomerId, { email: `meta-${randomUUID()}@example.com`, name: 'Meta Data', country: 'AT' });
+      await storeCustomer(owner, customer);
+      await setStripeCustomerId(owner, sealedCustomerId, stripeCustomerId);
+      const subscriptionId = `sub_ll_${randomBytes(12).toString('hex')}`;
+      await local.recordSubscription({ subscriptionId, customerId: sealedCustomerId, priceId: 'price_monthly', status: 'pending', sagaStep: 'store-customer' });
+      const probe = `contact-${randomUUID()} +4915112345678`;
+      const sealed = await services.envelope.encrypt({ id: sealedCustomerId, region: customer.region }, JSON.stringify({ contact: probe }), metadataCell(subscriptionId));
+      const idempotencyKey = key('create-stripe-subscription');
+      await stripe.createStripeSubscription({ subscriptionId, customerId: sealedCustomerId, priceId: 'price_monthly', sealedMetadata: sealed.toString('base64'), idempotencyKey });
+      const [sent] = only('POST', '/v1/subscriptions');
+      expect(sent!.body.get('metadata[contact]')).toBe(probe);
+      expect(sent!.body.get('metadata[ledgerlock_subscription_id]')).toBe(subscriptionId);
+      const audited = await owner.selectFrom('audit_log').selectAll().where('subject_id', '=', sealedCustomerId).where('action', '=', 'customer.decrypt').execute();
+      expect(audited).toHaveLength(1);
+      expect(audited[0]).toMatchObject({ purpose: 'create the Stripe subscription', details: { fields: 'metadata', subscriptionId } });
+
+      // Sealed for another subscription: it does not open here, and nothing reaches Stripe.
+      proxy.requests.length = 0;
+      const other = await newSubscription();
+      // (the worker's failure mapping makes it a non-retryable CiphertextInvalid failure)
+      await expect(
+        stripe.createStripeSubscription({ subscriptionId: other, customerId, priceId: 'price_monthly', sealedMetadata: sealed.toString('base64'), idempotencyKey: key('moved') }),
+      ).rejects.toBeInstanceOf(CiphertextInvalidError);
+      expect(only('POST', '/v1/subscriptions')).toHaveLength(0);
+    });
+
+    it("keeps Stripe's own text out of an invalid-request failure: codes and parameter names only", async () => {
+      const subscriptionId = await newSubscription();
+      const probe = `probe-${randomUUID()}`;
+      proxy.failNext((method, path) => method === 'POST' && path.startsWith('/v1/subscriptions'), 400, {
+        error: { type: 'invalid_request_error', code: 'parameter_invalid_string', param: `metadata[${probe}]`, message: `Invalid string: ${probe} +4915112345678` },
+      });
+      const failure = await failureOf(stripe.createStripeSubscription({ subscriptionId, customerId, priceId: 'price_monthly', idempotencyKey: key('invalid') }));
+      expect(failure).toMatchObject({ type: 'StripeInvalidRequest', nonRetryable: true });
+      expect(failure.message).toBe('Stripe subscriptions.create: invalid request (parameter_invalid_string, metadata)');
+      expect(failure.details).toEqual([{ code: 'parameter_invalid_string', param: 'metadata' }]);
+      expect(JSON.stringify({ message: failure.message, details: failure.details })).not.toContain(probe);
     });
 
     it('refuses for good when the subscription was never recorded', async () => {

@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createDb, type Db } from '../../src/db/database';
+import { connectClient } from '../../src/temporal/connection';
+import { subscriptionWorkflowId } from '../../workflows/subscription-contracts';
+import { databaseText, decodedHistoryText } from '../support/leak-probe';
 import type { RunningServer } from '../../src/runtime';
 import type { Services } from '../../src/services';
 import { startRecordingProxy, type RecordedRequest } from '../support/recording-proxy';
@@ -145,6 +148,45 @@ describe('subscriptions through the API', () => {
     ]);
     const customer = await db.selectFrom('customers').select('status').where('id', '=', failed.customerId as string).executeTakeFirst();
     expect(customer?.status).toBe('erased');
+  });
+
+  it('leaves no trace of free-text metadata or of Stripe\'s error text once a failed saga has erased its customer', async () => {
+    const marker = `probe-${randomUUID()}`;
+    const phone = '+4915112345678';
+    proxy.failNext((method, path) => method === 'POST' && path.startsWith('/v1/subscriptions'), 400, {
+      error: { type: 'invalid_request_error', code: 'parameter_invalid_string', param: 'metadata[contact]', message: `Invalid metadata value: '${marker} ${phone}'` },
+    });
+    const res = await create('sub-metadata-probe', { metadata: { contact: `${marker} ${phone}` } });
+    expect(res.status).toBe(202);
+    const { subscriptionId } = (await res.json()) as { subscriptionId: string };
+    const failed = await until(subscriptionId, 'failed', 'database');
+    expect(failed.failure).toMatchObject({ type: 'StripeInvalidRequest' });
+    // Stripe did get the metadata: it was opened for that call only.
+    const sent = requestsOf(subscriptionId).find((r) => r.method === 'POST' && r.path === '/v1/subscriptions')!;
+    expect(sent.body.get('metadata[contact]')).toBe(`${marker} ${phone}`);
+    const customerId = failed.customerId as string;
+    expect((await db.selectFrom('customers').select('status').where('id', '=', customerId).executeTakeFirstOrThrow()).status).toBe('erased');
+
+    const client = await connectClient(testConfig({ TEMPORAL_TASK_QUEUE: taskQueue }), api.services.dataConverter);
+    try {
+      const codec = api.services.dataConverter.payloadCodecs![0]!;
+      const workflowIds = new Set([subscriptionWorkflowId(subscriptionId)]);
+      for await (const execution of client.workflow.list({ query: `CustomerId = '${customerId}'` })) workflowIds.add(execution.workflowId);
+      for (const workflowId of workflowIds) {
+        const text = await decodedHistoryText(client, workflowId, codec);
+        expect(text.length).toBeGreaterThan(0);
+        expect(text).not.toContain(marker);
+        expect(text).not.toContain(phone);
+      }
+    } finally {
+      await client.connection.close();
+    }
+    const tables = await databaseText(db);
+    for (const value of [marker, phone]) {
+      expect(tables).not.toContain(value);
+      expect(tables).not.toContain(Buffer.from(value).toString('hex'));
+    }
+    expect(worker.stdout()).not.toContain(marker);
   });
 
   it('finishes a saga whose worker was SIGKILLed mid-call, with exactly one Stripe request per idempotency key', async () => {
