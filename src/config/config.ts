@@ -19,6 +19,11 @@ export const LOCAL_ONLY_STRIPE_KEY = 'sk_test_LedgerlockLocalOnly';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const optionalUrl = z.url().optional();
+// Parsed as a URL too: the local app URL is derived from the owner's with `new URL`, which would throw (and echo it) otherwise.
+const postgresUrl = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+  .refine((value) => URL.canParse(value), 'must be a postgres:// URL');
 
 /** Every variable Ledgerlock reads, with what it means: the README table and compose test use this. */
 export const ENV_DOCS = {
@@ -95,14 +100,8 @@ const rawSchema = z.object({
   API_HOST: z.string().min(1).default('127.0.0.1'),
   // 0 lets the OS pick, which tests and side-by-side checkouts use.
   API_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
-    .optional(),
-  DATABASE_APP_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
-    .optional(),
+  DATABASE_URL: postgresUrl.optional(),
+  DATABASE_APP_URL: postgresUrl.optional(),
   TEMPORAL_ADDRESS: z
     .string()
     .regex(/^[^\s:/]+:\d{1,5}$/, 'must be host:port')
