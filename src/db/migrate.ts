@@ -8,6 +8,7 @@ import * as dunning from './migrations/2026-11-22T02-00-dunning';
 import * as keyRotation from './migrations/2026-11-22T03-00-key-rotation';
 import * as apiIdempotencyResponses from './migrations/2026-12-02T00-00-api-idempotency-responses';
 import * as appLoginRole from './migrations/2026-12-02T00-00-app-login-role';
+import * as rateLimitBuckets from './migrations/2026-12-03T00-00-rate-limit-buckets';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -23,6 +24,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-11-22T03-00-key-rotation': keyRotation,
   '2026-12-02T00-00-api-idempotency-responses': apiIdempotencyResponses,
   '2026-12-02T00-00-app-login-role': appLoginRole,
+  '2026-12-03T00-00-rate-limit-buckets': rateLimitBuckets,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {
