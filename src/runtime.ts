@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -20,6 +21,7 @@ import { createSubscriptionRouter } from './subscriptions/subscription-routes';
 import { healthChecks } from './health/health';
 import { createApp } from './http/app';
 import { authorize } from './http/auth';
+import { createRateLimiter, rateLimited } from './http/rate-limit';
 import { errorMessage, type Logger } from './log';
 import type { Services } from './services';
 import { connectClient, connectWorker, lazyServingClient } from './temporal/connection';
@@ -147,13 +149,15 @@ export async function startApi(config: Config, log: Logger, services: Services):
   await assertLeastPrivilege(services.db, log);
   // Generated on the first start, so `ledgerlock token` and the API agree on one key from then on.
   if (config.mode === 'local' && config.auth.jwksUrl === undefined) await ensureLocalSigningKey(config.dataDir);
-  const guard = authorize(createTokenVerifier(config), log, services.actorOf);
   const secrets = webhookSecrets(config);
+  const limiter = createRateLimiter({ db: services.db, limits: config.rateLimits, sourceKey: sourceKeyOf(secrets), log });
+  const guard = rateLimited(authorize(createTokenVerifier(config), log, services.actorOf), limiter.caller);
   const temporal = lazyServingClient(config, services.dataConverter);
   const relay = startWebhookRelay({ db: services.db, temporal, log, maxBackoffMs: config.stripe.webhookRetryMaxMs });
   const app = createApp({
     log,
     healthChecks: healthChecks({ config, temporal, db: services.db, kms: services.kms, stripe: services.stripe }),
+    healthLimit: limiter.processSource,
     routers: [
       createCustomerRouter({ ...services, temporal, taskQueue: config.temporal.taskQueue, authorize: guard }),
       createSubscriptionRouter({
@@ -166,7 +170,7 @@ export async function startApi(config: Config, log: Logger, services: Services):
       createAuditRouter({ db: services.db, authorize: guard }),
       createKeyRotationRouter({ db: services.db, temporal, config, authorize: guard }),
     ],
-    rawBodyRouters: [createStripeWebhookRouter({ db: services.db, secrets, log, onRecorded: () => relay.kick() })],
+    rawBodyRouters: [createStripeWebhookRouter({ db: services.db, secrets, log, limit: limiter.sharedSource, onRecorded: () => relay.kick() })],
   });
   const closeClients = async () => {
     await relay.stop();
@@ -178,6 +182,15 @@ export async function startApi(config: Config, log: Logger, services: Services):
     await closeClients();
     throw err;
   }
+}
+
+/**
+ * The HMAC key of source addresses in shared rate-limit buckets: something every API process
+ * already holds alike and nobody outside does. While a webhook secret rotates, processes with
+ * different lists count an address apart for a while.
+ */
+function sourceKeyOf(secrets: readonly string[]): string {
+  return createHash('sha256').update(`ledgerlock rate-limit source key\n${[...secrets].sort().join('\n')}`).digest('hex');
 }
 
 /** Starts the codec server the Temporal Web UI decodes payloads through. */

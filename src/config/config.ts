@@ -83,6 +83,16 @@ export const ENV_DOCS = {
   AUDIT_CHECKPOINT_DIR: 'append-only folder the workers write signed audit checkpoints to, one file per checkpoint, each database in a subfolder of its name (default `<LEDGERLOCK_DATA_DIR>/audit-checkpoints`; required in production, on write-once storage)',
   AUDIT_CHECKPOINT_INTERVAL_SECONDS: 'longest time a new audit entry waits for a signed checkpoint (default 300)',
   AUDIT_CHECKPOINT_EVERY_ENTRIES: 'audit entries after which a checkpoint is written without waiting for the interval (default 1000)',
+  RATE_LIMIT_READS_PER_SECOND: 'reads (GET) each token identity may make per second, shared by every API process (default 50)',
+  RATE_LIMIT_READS_BURST: 'reads a token identity may make at once after being idle (default 100)',
+  RATE_LIMIT_WRITES_PER_SECOND: 'writes (POST, PUT, PATCH, DELETE other than erasures) each token identity may make per second (default 10)',
+  RATE_LIMIT_WRITES_BURST: 'writes a token identity may make at once after being idle (default 20)',
+  RATE_LIMIT_ERASURES_PER_MINUTE: 'customer erasures (DELETE /v1/customers/:id) each token identity may ask for per minute (default 5)',
+  RATE_LIMIT_ERASURES_BURST: 'erasures a token identity may ask for at once after being idle (default 5)',
+  RATE_LIMIT_EXPORTS_PER_MINUTE: 'customer exports (GET /v1/customers/:id/export) each token identity may ask for per minute (default 5)',
+  RATE_LIMIT_EXPORTS_BURST: 'exports a token identity may ask for at once after being idle (default 5)',
+  RATE_LIMIT_SOURCE_PER_SECOND: 'requests per second each source address may make to the Stripe webhook (shared by every API process) and to /healthz and /readyz (per process) (default 200)',
+  RATE_LIMIT_SOURCE_BURST: 'requests a source address may make at once to those routes after being idle (default 400)',
 } as const;
 
 export type EnvName = keyof typeof ENV_DOCS;
@@ -177,6 +187,16 @@ const rawSchema = z.object({
   AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
   AUDIT_CHECKPOINT_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   AUDIT_CHECKPOINT_EVERY_ENTRIES: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+  RATE_LIMIT_READS_PER_SECOND: z.coerce.number().positive().max(1_000_000).default(50),
+  RATE_LIMIT_READS_BURST: z.coerce.number().int().min(1).max(1_000_000).default(100),
+  RATE_LIMIT_WRITES_PER_SECOND: z.coerce.number().positive().max(1_000_000).default(10),
+  RATE_LIMIT_WRITES_BURST: z.coerce.number().int().min(1).max(1_000_000).default(20),
+  RATE_LIMIT_ERASURES_PER_MINUTE: z.coerce.number().positive().max(1_000_000).default(5),
+  RATE_LIMIT_ERASURES_BURST: z.coerce.number().int().min(1).max(1_000_000).default(5),
+  RATE_LIMIT_EXPORTS_PER_MINUTE: z.coerce.number().positive().max(1_000_000).default(5),
+  RATE_LIMIT_EXPORTS_BURST: z.coerce.number().int().min(1).max(1_000_000).default(5),
+  RATE_LIMIT_SOURCE_PER_SECOND: z.coerce.number().positive().max(1_000_000).default(200),
+  RATE_LIMIT_SOURCE_BURST: z.coerce.number().int().min(1).max(1_000_000).default(400),
 });
 
 type Raw = z.infer<typeof rawSchema>;
@@ -188,6 +208,21 @@ export type LogLevel = z.infer<typeof logLevel>;
 export interface TemporalTls {
   readonly clientCert?: { readonly certPath: string; readonly keyPath: string };
   readonly caPath?: string;
+}
+
+/** A token bucket: `burst` tokens at most, refilled at `perSecond`; each request takes one. */
+export interface BucketLimit {
+  readonly perSecond: number;
+  readonly burst: number;
+}
+
+/** Authenticated routes by class; `source` is the per-address limit of the webhook and health routes. */
+export interface RateLimits {
+  readonly read: BucketLimit;
+  readonly write: BucketLimit;
+  readonly erase: BucketLimit;
+  readonly export: BucketLimit;
+  readonly source: BucketLimit;
 }
 
 export interface Config {
@@ -266,6 +301,8 @@ export interface Config {
   readonly keyRotation: { readonly intervalDays: number; readonly graceSeconds: number; readonly batchSize: number };
   /** Signed checkpoints of the audit chain's head, written outside PostgreSQL. */
   readonly auditCheckpoints: { readonly dir: string; readonly intervalMs: number; readonly everyEntries: number };
+  /** Token buckets: per token identity and route class, and per source address on the unauthenticated routes. */
+  readonly rateLimits: RateLimits;
 }
 
 export class ConfigError extends Error {
@@ -444,6 +481,13 @@ function build(raw: Raw, cwd: string): Config {
       dir: path.resolve(cwd, raw.AUDIT_CHECKPOINT_DIR ?? path.join(raw.LEDGERLOCK_DATA_DIR, 'audit-checkpoints')),
       intervalMs: raw.AUDIT_CHECKPOINT_INTERVAL_SECONDS * 1000,
       everyEntries: raw.AUDIT_CHECKPOINT_EVERY_ENTRIES,
+    },
+    rateLimits: {
+      read: { perSecond: raw.RATE_LIMIT_READS_PER_SECOND, burst: raw.RATE_LIMIT_READS_BURST },
+      write: { perSecond: raw.RATE_LIMIT_WRITES_PER_SECOND, burst: raw.RATE_LIMIT_WRITES_BURST },
+      erase: { perSecond: raw.RATE_LIMIT_ERASURES_PER_MINUTE / 60, burst: raw.RATE_LIMIT_ERASURES_BURST },
+      export: { perSecond: raw.RATE_LIMIT_EXPORTS_PER_MINUTE / 60, burst: raw.RATE_LIMIT_EXPORTS_BURST },
+      source: { perSecond: raw.RATE_LIMIT_SOURCE_PER_SECOND, burst: raw.RATE_LIMIT_SOURCE_BURST },
     },
     // Validated in crossFieldProblems before build runs.
     dunning: buildDunningPolicies(

@@ -22,6 +22,7 @@ export interface Database {
   key_rotations: KeyRotationTable;
   key_versions: KeyVersionTable;
   customer_consents: CustomerConsentTable;
+  rate_limit_buckets: RateLimitBucketTable;
 }
 
 /**
@@ -236,6 +237,14 @@ export interface KeyVersionTable {
   created_at: ColumnType<Date, Date | undefined, never>;
   promoted_at: Date | null;
   retired_at: Date | null;
+}
+
+/** One token bucket of the API's rate limits; `allowed` says whether its last request took a token. */
+export interface RateLimitBucketTable {
+  key: string;
+  tokens: number;
+  refilled_at: Date;
+  allowed: boolean;
 }
 
 export type Db = Kysely<Database>;

@@ -8,6 +8,7 @@ import * as dunning from './migrations/2026-11-22T02-00-dunning';
 import * as keyRotation from './migrations/2026-11-22T03-00-key-rotation';
 import * as apiIdempotencyResponses from './migrations/2026-12-02T00-00-api-idempotency-responses';
 import * as appLoginRole from './migrations/2026-12-02T00-00-app-login-role';
+import * as rateLimitBuckets from './migrations/2026-12-03T00-00-rate-limit-buckets';
 import * as customerConsents from './migrations/2026-12-03T01-00-customer-consents';
 import * as auditBySubject from './migrations/2026-12-03T02-00-audit-by-subject';
 
@@ -25,6 +26,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-11-22T03-00-key-rotation': keyRotation,
   '2026-12-02T00-00-api-idempotency-responses': apiIdempotencyResponses,
   '2026-12-02T00-00-app-login-role': appLoginRole,
+  '2026-12-03T00-00-rate-limit-buckets': rateLimitBuckets,
   '2026-12-03T01-00-customer-consents': customerConsents,
   '2026-12-03T02-00-audit-by-subject': auditBySubject,
 };

@@ -1,4 +1,4 @@
-import express, { type Express, type Router } from 'express';
+import express, { type Express, type RequestHandler, type Router } from 'express';
 import { cachedReadiness, type Dependency, type HealthCheck } from '../health/health';
 import type { Logger } from '../log';
 import { problemErrorHandler, sendProblem } from './problem';
@@ -12,6 +12,8 @@ export interface AppDeps {
   readonly routers?: readonly Router[];
   /** Routers that read their own body (signed webhooks need the raw bytes), mounted before JSON parsing. */
   readonly rawBodyRouters?: readonly Router[];
+  /** Limits /healthz and /readyz per source address; it must reach no dependency. */
+  readonly healthLimit?: RequestHandler;
 }
 
 /** The Express trigger API. Routes stay thin: validate, authorise, hand to Temporal. */
@@ -21,12 +23,13 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', false);
 
   // Liveness: this process answers. It reaches no dependency, so it costs nothing to ask.
-  app.get('/healthz', (_req, res) => {
+  const limit = deps.healthLimit ? [deps.healthLimit] : [];
+  app.get('/healthz', ...limit, (_req, res) => {
     res.status(200).json({ status: 'ok' });
   });
   // Readiness: every dependency's state, from a report shared for a few seconds.
   const readiness = cachedReadiness(deps.healthChecks, deps.log, { ttlMs: deps.readinessTtlMs ?? 5_000 });
-  app.get('/readyz', async (_req, res) => {
+  app.get('/readyz', ...limit, async (_req, res) => {
     const report = await readiness();
     res.status(report.status === 'ok' ? 200 : 503).json(report);
   });

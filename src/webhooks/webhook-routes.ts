@@ -1,4 +1,4 @@
-import express, { Router, type ErrorRequestHandler, type Request, type Response } from 'express';
+import express, { Router, type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
 import type { Db } from '../db/database';
 import { sendProblem } from '../http/problem';
 import { errorMessage, type Logger } from '../log';
@@ -18,6 +18,8 @@ export interface StripeWebhookDeps {
   readonly log: Logger;
   /** Called once an event was recorded for delivery, so the relay can deliver it at once. */
   readonly onRecorded?: () => void;
+  /** Runs before the body is read: the per-source rate limit. */
+  readonly limit?: RequestHandler;
   /** The clock, in unix seconds (tests move it). */
   readonly now?: () => number;
 }
@@ -41,6 +43,7 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
 
   router.post(
     STRIPE_WEBHOOK_PATH,
+    ...(deps.limit ? [deps.limit] : []),
     express.raw({ type: () => true, limit: MAX_WEBHOOK_BODY_BYTES }),
     async (req: Request, res: Response) => {
       const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);

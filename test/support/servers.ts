@@ -91,6 +91,12 @@ export async function startTestServers(name: string): Promise<{ stack: TestStack
   }
 }
 
+const UNLIMITED: Record<string, string> = Object.fromEntries(
+  ['READS', 'WRITES', 'SOURCE'].flatMap((c) => [[`RATE_LIMIT_${c}_PER_SECOND`, '100000'], [`RATE_LIMIT_${c}_BURST`, '100000']]).concat(
+    ['ERASURES', 'EXPORTS'].flatMap((c) => [[`RATE_LIMIT_${c}_PER_MINUTE`, '100000'], [`RATE_LIMIT_${c}_BURST`, '100000']]),
+  ),
+);
+
 /** The environment that points a Ledgerlock process at `stack`'s servers. */
 export function envFor(stack: TestStack, overrides: Record<string, string> = {}): Record<string, string> {
   return {
@@ -103,6 +109,8 @@ export function envFor(stack: TestStack, overrides: Record<string, string> = {})
     KMS_ENDPOINT: stack.kmsEndpoint,
     STRIPE_API_URL: stack.stripeApiUrl,
     API_PORT: '0',
+    // Tests fire requests far faster than any client should; rate-limit.test.ts sets its own.
+    ...UNLIMITED,
     ...overrides,
   };
 }
