@@ -7,7 +7,7 @@ import type { Principal } from '../auth/scopes';
 import type { DataKeys } from '../crypto/data-keys';
 import type { Envelope } from '../crypto/envelope';
 import { DataKeyDestroyedError } from '../crypto/errors';
-import type { Db } from '../db/database';
+import type { CustomerRow, Db } from '../db/database';
 import type { Authorize } from '../http/auth';
 import { claimIdempotencyKey, idempotencyKeyOf, idFor, requestIdOf, requiredHeader } from '../http/idempotency';
 import { sendProblem, validationProblem } from '../http/problem';
@@ -16,7 +16,7 @@ import { appendConsent, consentInputSchema, consentsInForce, findConsent, listCo
 import { openProfile, sealProfile } from './customer-crypto';
 import { buildSubjectAccessExport } from './customer-export';
 import { findCustomer } from './customer-dal';
-import { erasureState, requestErasure } from './customer-erasure';
+import { erasureState, requestErasure, type ErasureState } from './customer-erasure';
 import { customerProfileSchema, type CustomerProfile } from './customer-types';
 
 export interface CustomerRouteDeps {
@@ -76,25 +76,15 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const purpose = requiredHeader(req, PURPOSE, purposeHeader);
     const requestId = requestIdOf(req);
     const row = await findCustomer(deps.db, customerId);
-    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
+    if (!row) return sendProblem(res, notFound(customerId));
     // Once an erasure was asked for, nothing personal is released, whether it is under way, done or failed.
-    const erasure = await erasureState(deps.temporal, customerId);
-    if (erasure?.status === 'erased' || (!erasure && row.status === 'erased')) return sendProblem(res, gone(customerId));
+    const erasure = await erasureBarring(deps.temporal, row);
+    if (erasure?.status === 'erased') return sendProblem(res, gone(customerId));
     if (erasure) {
       res.setHeader('Cache-Control', 'no-store');
       return res.json({ id: row.id, status: erasure.status, ...(erasure.reason ? { erasure: { reason: erasure.reason } } : {}) });
     }
-    // Audited before anything is decrypted: if the audit trail cannot record the read, nothing is read.
-    // Every read is its own entry: the key is ours, the caller's request id only a detail.
-    await appendAuditEntry(deps.db, {
-      idempotencyKey: `api:customer.read:${randomUUID()}`,
-      actor: res.locals.actor,
-      action: 'customer.read',
-      subjectType: 'customer',
-      subjectId: customerId,
-      purpose,
-      ...(requestId ? { details: { requestId } } : {}),
-    });
+    await auditAccess(deps.db, { actor: res.locals.actor, action: 'customer.read', customerId, purpose, requestId });
     let profile: CustomerProfile;
     try {
       profile = await openProfile(deps.envelope, row);
@@ -119,22 +109,14 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const purpose = requiredHeader(req, PURPOSE, purposeHeader);
     const requestId = requestIdOf(req);
     const row = await findCustomer(deps.db, customerId);
-    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
-    const erasure = await erasureState(deps.temporal, customerId);
-    if (erasure?.status === 'erased' || (!erasure && row.status === 'erased')) return sendProblem(res, gone(customerId));
+    if (!row) return sendProblem(res, notFound(customerId));
+    const erasure = await erasureBarring(deps.temporal, row);
+    if (erasure?.status === 'erased') return sendProblem(res, gone(customerId));
     if (erasure) {
       return sendProblem(res, { title: 'Conflict', status: 409, detail: `An erasure of customer ${customerId} was requested: nothing personal is released.`, customerStatus: erasure.status });
     }
     // Audited before anything is read, like a read: the export is an access of its own, and shows in itself.
-    await appendAuditEntry(deps.db, {
-      idempotencyKey: `api:customer.subject_access_export:${randomUUID()}`,
-      actor: res.locals.actor,
-      action: 'customer.subject_access_export',
-      subjectType: 'customer',
-      subjectId: customerId,
-      purpose,
-      ...(requestId ? { details: { requestId } } : {}),
-    });
+    await auditAccess(deps.db, { actor: res.locals.actor, action: 'customer.subject_access_export', customerId, purpose, requestId });
     let document;
     try {
       document = await buildSubjectAccessExport(deps, row);
@@ -151,7 +133,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const customerId = customerIdOf(req);
     const reason = requiredHeader(req, PURPOSE, purposeHeader);
     const row = await findCustomer(deps.db, customerId);
-    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
+    if (!row) return sendProblem(res, notFound(customerId));
     // Recorded when asked, not only when done: the request itself is what a regulator asks to see.
     await appendAuditEntry(deps.db, {
       idempotencyKey: `api:customer.erasure_requested:${randomUUID()}`,
@@ -176,7 +158,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const body = consentInputSchema.safeParse(req.body);
     if (!body.success) throw validationProblem(body.error, 'body');
     const row = await findCustomer(deps.db, customerId);
-    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
+    if (!row) return sendProblem(res, notFound(customerId));
     if (row.status === 'erased') return sendProblem(res, gone(customerId));
     const id = idFor('cons_', principal.subject, idempotencyKey);
     const conflict = () =>
@@ -203,22 +185,46 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     const customerId = customerIdOf(req);
     const purpose = requiredHeader(req, PURPOSE, purposeHeader);
     const row = await findCustomer(deps.db, customerId);
-    if (!row) return sendProblem(res, { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` });
+    if (!row) return sendProblem(res, notFound(customerId));
     if (row.status === 'erased') return sendProblem(res, gone(customerId));
-    await appendAuditEntry(deps.db, {
-      idempotencyKey: `api:customer.consents_read:${randomUUID()}`,
-      actor: res.locals.actor,
-      action: 'customer.consents_read',
-      subjectType: 'customer',
-      subjectId: customerId,
-      purpose,
-    });
+    await auditAccess(deps.db, { actor: res.locals.actor, action: 'customer.consents_read', customerId, purpose, requestId: undefined });
     const records = await listConsents(deps.db, customerId);
     res.setHeader('Cache-Control', 'no-store');
     res.json({ customerId, inForce: consentsInForce(records), records });
   });
 
   return router;
+}
+
+function notFound(customerId: string) {
+  return { title: 'Not Found', status: 404, detail: `No customer ${customerId}.` };
+}
+
+/**
+ * The erasure that bars releasing anything personal of the customer, whether it is under
+ * way, done or failed: `erased` also for a row erased with no workflow to tell (a failed
+ * creation saga's compensation). Undefined when none was asked for.
+ */
+async function erasureBarring(temporal: Pick<Client, 'workflow'>, row: CustomerRow): Promise<ErasureState | undefined> {
+  const erasure = await erasureState(temporal, row.id);
+  return erasure ?? (row.status === 'erased' ? { status: 'erased' } : undefined);
+}
+
+/**
+ * Audits an access to the customer's data, before anything is read: if the audit trail
+ * cannot record it, nothing is read. Every access is its own entry (the key is ours), the
+ * caller's request id only a detail.
+ */
+async function auditAccess(db: Db, access: { actor: string; action: string; customerId: string; purpose: string; requestId: string | undefined }): Promise<void> {
+  await appendAuditEntry(db, {
+    idempotencyKey: `api:${access.action}:${randomUUID()}`,
+    actor: access.actor,
+    action: access.action,
+    subjectType: 'customer',
+    subjectId: access.customerId,
+    purpose: access.purpose,
+    ...(access.requestId ? { details: { requestId: access.requestId } } : {}),
+  });
 }
 
 function gone(customerId: string) {
