@@ -1,4 +1,5 @@
-import { appendAuditEntry } from '../src/audit/audit-dal';
+import { appendAuditEntryReporting } from '../src/audit/audit-dal';
+import { countAuditedMilestone } from '../src/metrics/audit-milestones';
 import type { AuditEntryInput } from '../src/audit/audit-types';
 import type { Db } from '../src/db/database';
 
@@ -12,7 +13,9 @@ export function createAuditActivities(deps: { readonly db: Db }) {
      */
     async recordAudit(input: AuditEntryInput): Promise<{ seq: string; hash: string }> {
       // A refused entry (AuditInputError) fails at once, non-retryable, through the failure mapping.
-      const entry = await appendAuditEntry(deps.db, input);
+      const { entry, outcome } = await appendAuditEntryReporting(deps.db, input);
+      // Only the attempt that appended counts: milestones are counted once, however often retried.
+      if (outcome === 'appended') countAuditedMilestone(input);
       return { seq: entry.seq, hash: entry.hash };
     },
   };

@@ -15,6 +15,7 @@ import { stripeFailure } from '../src/stripe/stripe-errors';
 import { grantEntitlement, revokeEntitlements } from '../src/subscriptions/subscription-dal';
 import type { Logger } from '../src/log';
 import type { DunningPolicy } from '../workflows/dunning-contracts';
+import { currencyLabel, dunningRecovered } from '../src/metrics/metrics';
 
 /**
  * Dunning activities: the policy a campaign pins, its notices (an outbox with a pluggable
@@ -204,6 +205,8 @@ export function createStripeDunningActivities(deps: { readonly stripe: Stripe })
       if (invoice.status === 'void' || invoice.status === 'uncollectible') return { outcome: 'failed', declineCode: invoice.status };
       try {
         const paid = await deps.stripe.invoices.pay(input.invoiceId, {}, { idempotencyKey: input.idempotencyKey });
+        // Counted where this retry collected it; an invoice found paid already was counted (or paid) elsewhere.
+        if (paid.status === 'paid') dunningRecovered.inc({ currency: currencyLabel(paid.currency) }, paid.amount_paid ?? 0);
         return paid.status === 'paid' ? { outcome: 'paid', declineCode: null } : { outcome: 'failed', declineCode: paid.status ?? null };
       } catch (err) {
         if (err instanceof Stripe.errors.StripeCardError) return { outcome: 'declined', declineCode: err.decline_code ?? err.code ?? 'card_declined' };

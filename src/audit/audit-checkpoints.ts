@@ -6,6 +6,7 @@ import type { Db } from '../db/database';
 import { generateMac, verifyMac } from '../kms/kms-client';
 import { errorMessage, type Logger } from '../log';
 import { DirectoryCheckpointSink, type CheckpointSink } from './audit-checkpoint-sink';
+import { auditVerifyFailures } from '../metrics/metrics';
 
 /**
  * Signed checkpoints of the audit chain's head. The hash chain alone proves nothing to
@@ -169,6 +170,7 @@ export function startAuditCheckpointer(options: CheckpointerOptions): Checkpoint
     if (!due) return;
     const { outcome, checkpoint } = await writeCheckpoint(options, head, now());
     if (outcome === 'conflict') {
+      auditVerifyFailures.inc({ kind: 'checkpoint-conflict' });
       options.log.error('audit chain head differs from its signed checkpoint: run `ledgerlock audit verify`', { seq: head.seq });
     }
     last = { seq: BigInt(head.seq), at: Date.parse(checkpoint.createdAt) };

@@ -3,6 +3,7 @@ import type { AuditLogRow, Db } from '../db/database';
 import { normaliseAuditInput } from './audit-guard';
 import { auditHash, canonicalJson, GENESIS_HASH, type AuditContent } from './audit-hash';
 import { AuditKeyConflictError, type AuditChainVerdict, type AuditEntry, type AuditEntryInput } from './audit-types';
+import { auditAppends } from '../metrics/metrics';
 
 /**
  * The audit trail's repository: append, list, verify. Rows are never updated or deleted
@@ -29,8 +30,14 @@ const AUDIT_APPEND_LOCK = '7302741001';
  * @throws AuditKeyConflictError when the key already records other content: nothing is written.
  */
 export async function appendAuditEntry(db: Db, input: AuditEntryInput): Promise<AuditEntry> {
+  return (await appendAuditEntryReporting(db, input)).entry;
+}
+
+/** {@link appendAuditEntry}, saying whether this call appended the entry or found it recorded already. */
+export async function appendAuditEntryReporting(db: Db, input: AuditEntryInput): Promise<{ entry: AuditEntry; outcome: 'appended' | 'duplicate' }> {
   const content = normaliseAuditInput(input, new Date());
-  return db.transaction().execute(async (trx) => {
+  let outcome: 'appended' | 'duplicate' = 'appended';
+  const entry = await db.transaction().execute(async (trx) => {
     await sql`select pg_advisory_xact_lock(${AUDIT_APPEND_LOCK}::bigint)`.execute(trx);
     // Read after the lock: in READ COMMITTED each statement sees what committed before it.
     const existing = await trx
@@ -40,6 +47,7 @@ export async function appendAuditEntry(db: Db, input: AuditEntryInput): Promise<
       .executeTakeFirst();
     if (existing) {
       if (!sameEvent(existing, content)) throw new AuditKeyConflictError(existing.seq);
+      outcome = 'duplicate';
       return toEntry(existing);
     }
     const last = await trx.selectFrom('audit_log').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst();
@@ -51,6 +59,9 @@ export async function appendAuditEntry(db: Db, input: AuditEntryInput): Promise<
       .executeTakeFirstOrThrow();
     return toEntry(row);
   });
+  // Once committed: a rolled-back append is no append.
+  auditAppends.inc({ outcome });
+  return { entry, outcome };
 }
 
 /** Entries after `afterSeq` (exclusive), oldest first. */

@@ -4,6 +4,7 @@ import { verifyAuditChain } from './audit-dal';
 import type { CheckpointSink } from './audit-checkpoint-sink';
 import { checkpointMacValid, parseCheckpoint, type AuditCheckpoint } from './audit-checkpoints';
 import type { AuditTampering } from './audit-types';
+import { auditVerifyFailures } from '../metrics/metrics';
 
 /**
  * `ledgerlock audit verify`: the hash chain, then every signed checkpoint against it.
@@ -99,6 +100,7 @@ export async function verifyAuditTrail(deps: VerifyDeps): Promise<AuditTrailVerd
 
   const newest = checkpoints.at(-1);
   const unpinned = newest ? await countAfter(deps.db, newest.seq) : chain.ok ? chain.entries : 0;
+  for (const problem of problems) auditVerifyFailures.inc({ kind: problem.tampering });
   return {
     ok: problems.length === 0,
     entries: chain.ok ? chain.entries : 0,

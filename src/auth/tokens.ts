@@ -3,6 +3,7 @@ import { createRemoteJWKSet, errors, jwtVerify, SignJWT, type JWTPayload, type J
 import type { Config } from '../config/config';
 import { isScope, type Principal, type Scope } from './scopes';
 import { ensureLocalSigningKey, LOCAL_SIGNING_ALGORITHM, type LocalSigningKey } from './signing-keys';
+import { tokenRefusals, type TokenRefusal } from '../metrics/metrics';
 
 /** An explicit list: an issuer's JWKS may hold EC, RSA or Ed25519 keys, but never `none` or an HMAC secret. */
 const REMOTE_ALGORITHMS = ['ES256', 'RS256', 'EdDSA'];
@@ -11,9 +12,37 @@ const CLOCK_TOLERANCE_SECONDS = 5;
 /** Local tokens are for development and scripts; a month bounds what a leaked one is worth. */
 export const MAX_LOCAL_TOKEN_TTL_SECONDS = 30 * 24 * 60 * 60;
 
-/** The token was not accepted. The message says why, for logs; it never contains the token. */
+/** The token was not accepted. The message says why, for logs; `reason` says it as a metric label; neither contains the token. */
 export class InvalidTokenError extends Error {
   override name = 'InvalidTokenError';
+  constructor(
+    message: string,
+    readonly reason: TokenRefusal = 'invalid',
+  ) {
+    super(message);
+  }
+}
+
+/** jose's error codes as bounded refusal reasons. */
+function refusalOf(err: errors.JOSEError): TokenRefusal {
+  if (err instanceof errors.JWTExpired) return 'expired';
+  if (err instanceof errors.JWSSignatureVerificationFailed) return 'bad_signature';
+  if (err instanceof errors.JWTClaimValidationFailed) return 'claims';
+  if (err instanceof errors.JWKSNoMatchingKey) return 'unknown_key';
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid || err instanceof errors.JOSEAlgNotAllowed) return 'malformed';
+  return 'invalid';
+}
+
+/** Counts every refusal of `verify`, by reason, wherever tokens are checked (API and codec server). */
+function counted(verify: TokenVerifier): TokenVerifier {
+  return async (token) => {
+    try {
+      return await verify(token);
+    } catch (err) {
+      if (err instanceof InvalidTokenError) tokenRefusals.inc({ reason: err.reason });
+      throw err;
+    }
+  };
 }
 
 /** Minting was refused: the configuration does not accept locally minted tokens. */
@@ -82,7 +111,7 @@ export function createTokenVerifier(config: AuthConfig): TokenVerifier {
   if (config.auth.jwksUrl !== undefined) {
     const jwks = createRemoteJWKSet(new URL(config.auth.jwksUrl));
     const options = { ...claims, algorithms: REMOTE_ALGORITHMS };
-    return async (token) => toPrincipal(await rejectAsInvalid(() => jwtVerify(token, jwks, options)));
+    return counted(async (token) => toPrincipal(await rejectAsInvalid(() => jwtVerify(token, jwks, options))));
   }
 
   if (config.mode !== 'local') throw new Error('production verifies tokens against AUTH_JWKS_URL, which is not set');
@@ -96,10 +125,10 @@ export function createTokenVerifier(config: AuthConfig): TokenVerifier {
     });
     return loading;
   };
-  return async (token) => {
+  return counted(async (token) => {
     const { publicKey } = await localKey();
     return toPrincipal(await rejectAsInvalid(() => jwtVerify(token, publicKey, options)));
-  };
+  });
 }
 
 /** jose's verdicts on the token become InvalidTokenError; a JWKS that cannot be fetched or parsed is not the caller's fault. */
@@ -108,16 +137,16 @@ async function rejectAsInvalid<T>(verify: () => Promise<T>): Promise<T> {
     return await verify();
   } catch (err) {
     const serverSide = err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || err instanceof errors.JWKInvalid;
-    if (err instanceof errors.JOSEError && !serverSide) throw new InvalidTokenError(`${err.code}: ${err.message}`);
+    if (err instanceof errors.JOSEError && !serverSide) throw new InvalidTokenError(`${err.code}: ${err.message}`, refusalOf(err));
     throw err;
   }
 }
 
 function toPrincipal({ payload }: { payload: JWTPayload }): Principal {
   // requiredClaims only checks presence.
-  if (typeof payload.sub !== 'string' || payload.sub.trim() === '') throw new InvalidTokenError('the "sub" claim must be a non-empty string');
+  if (typeof payload.sub !== 'string' || payload.sub.trim() === '') throw new InvalidTokenError('the "sub" claim must be a non-empty string', 'claims');
   const scope = payload.scope ?? '';
-  if (typeof scope !== 'string') throw new InvalidTokenError('the "scope" claim must be a space-separated string');
+  if (typeof scope !== 'string') throw new InvalidTokenError('the "scope" claim must be a space-separated string', 'claims');
   // Scopes this version does not know grant nothing, so an issuer may add new ones first.
   const scopes = [...new Set(scope.split(' ').filter(isScope))];
   return { subject: payload.sub, scopes };

@@ -25,6 +25,9 @@ import { isTriggerEventType, TRIGGER_EVENT_TYPES, triggerStripeEvent, TriggerErr
 import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '../keys/key-rotation-service';
 import { progressLine } from '../keys/progress-bar';
 import { connectClient } from '../temporal/connection';
+import { installTemporalRuntime } from '../temporal/runtime-telemetry';
+import { databaseGauges } from '../metrics/db-gauges';
+import { startMetricsServer, type MetricsServer } from '../metrics/metrics-server';
 
 const USAGE = `Usage: ledgerlock <command>
 
@@ -88,9 +91,9 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
     case 'audit':
       return auditCommand(args);
     case 'worker':
-      return runUntilSignalled((config, log, services) => startWorker(config, log, services));
+      return runUntilSignalled((config, log, services) => startWorker(config, log, services), { runsWorkers: true });
     case 'api':
-      return runUntilSignalled((config, log, services) => startApi(config, log, services));
+      return runUntilSignalled((config, log, services) => startApi(config, log, services), { databaseGauges: true });
     case 'codec-server':
       return runUntilSignalled((config, log, services) => startCodecServer(config, log, services));
     case 'token':
@@ -132,12 +135,15 @@ async function appCommand(args: string[]): Promise<void> {
     throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
   }
   const bundlePath = values['workflow-bundle'];
-  await runUntilSignalled(async (config, log, services) => {
-    const app = await startApp(config, log, services, bundlePath ? { codePath: bundlePath } : undefined);
-    const ready: AppReadyMessage = { type: 'ready', apiUrl: app.apiUrl, codecUrl: app.codecUrl };
-    process.send?.(ready);
-    return app;
-  });
+  await runUntilSignalled(
+    async (config, log, services, metricsUrl) => {
+      const app = await startApp(config, log, services, bundlePath ? { codePath: bundlePath } : undefined);
+      const ready: AppReadyMessage = { type: 'ready', apiUrl: app.apiUrl, codecUrl: app.codecUrl, metricsUrl };
+      process.send?.(ready);
+      return app;
+    },
+    { runsWorkers: true, databaseGauges: true },
+  );
 }
 
 /**
@@ -148,16 +154,37 @@ function guardAgainstCrashes(log: Logger): void {
   process.on('unhandledRejection', (reason) => log.error('unhandled rejection', { reason: errorMessage(reason) }));
 }
 
-async function runUntilSignalled(begin: (config: Config, log: Logger, services: Services) => Promise<Running>): Promise<void> {
+/**
+ * Runs a long-lived process: its metrics listener first (METRICS_HOST/METRICS_PORT; with the
+ * Temporal SDK's runtime metrics merged in where it runs workers, and the PostgreSQL-backed
+ * gauges where it runs the API), then what `begin` starts, until a signal stops both.
+ */
+async function runUntilSignalled(
+  begin: (config: Config, log: Logger, services: Services, metricsUrl: string) => Promise<Running>,
+  options: { runsWorkers?: boolean; databaseGauges?: boolean } = {},
+): Promise<void> {
   const { config, log } = setUp();
   guardAgainstCrashes(log);
+  // Before any worker or native connection exists: the SDK's runtime is made once per process.
+  const temporalMetricsUrl = options.runsWorkers ? await installTemporalRuntime() : undefined;
   const services = createServices(config, log);
-  const running = await begin(config, log, services).catch(async (err: unknown) => {
+  let metrics: MetricsServer | undefined;
+  const running = await (async () => {
+    metrics = await startMetricsServer({
+      ...config.metrics,
+      log,
+      ...(temporalMetricsUrl ? { temporalMetricsUrl } : {}),
+      ...(options.databaseGauges ? { beforeScrape: databaseGauges(services.db) } : {}),
+    });
+    return begin(config, log, services, metrics.url);
+  })().catch(async (err: unknown) => {
+    await metrics?.stop();
     await services.close();
     throw err;
   });
   await stopOnSignal(async () => {
     await running.stop();
+    await metrics!.stop();
     await services.close();
   }, log);
 }

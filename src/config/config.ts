@@ -68,6 +68,8 @@ export const ENV_DOCS = {
   API_TLS_TERMINATED_BY: '`proxy` when a reverse proxy or load balancer in front of the API and codec server terminates TLS: production then accepts serving plain HTTP behind it without API_TLS_CERT/API_TLS_KEY',
   CODEC_HOST: 'address the codec server binds to (default `127.0.0.1`)',
   CODEC_PORT: 'codec server port for the Temporal Web UI (default 8888)',
+  METRICS_HOST: 'address the Prometheus `/metrics` listener of every process binds to (default `127.0.0.1`); never the API listener',
+  METRICS_PORT: 'port of that listener (default 9464; 0 picks a free one, printed in the `metrics listening` log line)',
   CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
   DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
   DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
@@ -166,6 +168,8 @@ const rawSchema = z.object({
   API_TLS_TERMINATED_BY: z.enum(['proxy'], { message: 'must be proxy, or unset when the API serves TLS itself' }).optional(),
   CODEC_HOST: z.string().min(1).default('127.0.0.1'),
   CODEC_PORT: z.coerce.number().int().min(0).max(65535).default(8888),
+  METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   CODEC_CORS_ORIGINS: z
     .string()
     .regex(/^https?:\/\/[^,\s]+(,https?:\/\/[^,\s]+)*$/, 'must be comma-separated http(s) origins')
@@ -292,6 +296,8 @@ export interface Config {
     /** The session cookie is `Secure`: always in production (behind a TLS proxy too), and wherever the server serves HTTPS. */
     readonly secureCookies: boolean;
   };
+  /** The Prometheus listener every process serves `/metrics` on, apart from the API's. */
+  readonly metrics: { readonly host: string; readonly port: number };
   readonly dataKeyCache: DataKeyCacheLimits;
   readonly subscriptions: { readonly paymentWindowSeconds: number };
   /** What Stripe receives of a customer's profile (data minimisation); never card data. */
@@ -416,6 +422,7 @@ function build(raw: Raw, cwd: string): Config {
     toolsDir: path.resolve(cwd, raw.LEDGERLOCK_TOOLS_DIR),
     logLevel: raw.LOG_LEVEL,
     api: { host: raw.API_HOST, port: raw.API_PORT },
+    metrics: { host: raw.METRICS_HOST, port: raw.METRICS_PORT },
     // Local only: the machine's own PostgreSQL with trust auth.
     ...opt('databaseUrl', raw.DATABASE_URL ?? (local ? LOCAL_DATABASE_URL : undefined)),
     // Production requires it (productionProblems), so the fallback is local only.

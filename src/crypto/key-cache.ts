@@ -1,4 +1,10 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
+import { dataKeyCacheHits, dataKeyCacheMisses } from '../metrics/metrics';
+
+function miss(): undefined {
+  dataKeyCacheMisses.inc();
+  return undefined;
+}
 
 export interface DataKeyCacheLimits {
   readonly maxAgeMs: number;
@@ -54,11 +60,12 @@ export class DataKeyCache {
   /** The key, counting one use; undefined when absent, expired or used up. */
   use(keyId: string): KeyObject | undefined {
     const entry = this.entries.get(keyId);
-    if (!entry) return undefined;
+    if (!entry) return miss();
     this.entries.delete(keyId);
-    if (entry.expiresAt <= this.now() || entry.usesLeft <= 0) return undefined;
+    if (entry.expiresAt <= this.now() || entry.usesLeft <= 0) return miss();
     entry.usesLeft -= 1;
     this.entries.set(keyId, entry);
+    dataKeyCacheHits.inc();
     return entry.key;
   }
 

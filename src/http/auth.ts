@@ -5,6 +5,7 @@ import { createTokenVerifier, InvalidTokenError, type TokenVerifier } from '../a
 import type { Config } from '../config/config';
 import type { Logger } from '../log';
 import { sendProblem } from './problem';
+import { tokenRefusals } from '../metrics/metrics';
 
 declare global {
   namespace Express {
@@ -32,12 +33,16 @@ export function authenticate(verify: TokenVerifier, log?: Logger, actorOf?: Acto
   return async (req, res, next) => {
     const header = req.get('authorization');
     if (header === undefined) {
+      tokenRefusals.inc({ reason: 'missing' });
       res.set('WWW-Authenticate', 'Bearer');
       return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'This endpoint needs a bearer token in the Authorization header.' });
     }
     const token = BEARER.exec(header)?.[1];
     try {
-      if (token === undefined) throw new InvalidTokenError('the Authorization header is not "Bearer <token>"');
+      if (token === undefined) {
+        tokenRefusals.inc({ reason: 'malformed' });
+        throw new InvalidTokenError('the Authorization header is not "Bearer <token>"', 'malformed');
+      }
       res.locals.principal = await verify(token);
     } catch (err) {
       if (!(err instanceof InvalidTokenError)) return next(err);

@@ -3,6 +3,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import type { BucketLimit, RateLimits } from '../config/config';
 import type { Db } from '../db/database';
 import { errorMessage, type Logger } from '../log';
+import { rateLimitRefusals } from '../metrics/metrics';
 import type { Authorize } from './auth';
 import { sendProblem } from './problem';
 import { pruneIdleBuckets, takeBucketToken, type BucketVerdict } from './rate-limit-dal';
@@ -42,13 +43,6 @@ export function takeMemoryToken(bucket: MemoryBucket | undefined, limit: BucketL
   return { bucket: { tokens, at: nowMs }, verdict: { allowed: false, retryAfterSeconds: (1 - tokens) / limit.perSecond } };
 }
 
-const refusals: Record<LimitClass, number> = { read: 0, write: 0, erase: 0, export: 0, source: 0 };
-
-/** Requests refused by a rate limit since this process started, by class (for a metrics endpoint to export). */
-export function rateLimitRefusals(): Readonly<Record<LimitClass, number>> {
-  return { ...refusals };
-}
-
 const CLASS_WORDS: Record<LimitClass, string> = {
   read: 'read requests',
   write: 'write requests',
@@ -59,7 +53,7 @@ const CLASS_WORDS: Record<LimitClass, string> = {
 
 /** 429 naming the class, never who was limited; Retry-After in whole seconds, at least 1. */
 export function sendRateLimited(res: Response, limitClass: LimitClass, retryAfterSeconds: number): void {
-  refusals[limitClass]++;
+  rateLimitRefusals.inc({ class: limitClass });
   const seconds = Math.max(1, Math.ceil(retryAfterSeconds));
   res.set('Retry-After', String(seconds));
   sendProblem(res, {

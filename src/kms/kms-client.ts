@@ -10,6 +10,7 @@ import {
   type KeySpec,
   type KeyUsageType,
 } from '@aws-sdk/client-kms';
+import { boundedLabel, kmsCalls } from '../metrics/metrics';
 import { auditActorKeyAlias, auditCheckpointKeyAlias, codecKeyAlias, masterKeyAlias, type Config } from '../config/config';
 
 /**
@@ -18,7 +19,7 @@ import { auditActorKeyAlias, auditCheckpointKeyAlias, codecKeyAlias, masterKeyAl
  */
 export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
   const { region, endpoint } = config.kms;
-  return new KMSClient({
+  const kms = new KMSClient({
     region,
     ...(endpoint ? { endpoint } : {}),
     // Local only: a local KMS does not check signatures, but the SDK insists on signing.
@@ -26,6 +27,22 @@ export function createKmsClient(config: Pick<Config, 'kms'>): KMSClient {
     // Temporal retries activities; the SDK's own retries stay short so a call fails fast.
     maxAttempts: 2,
   });
+  kms.middlewareStack.add(
+    (next, context) => async (args) => {
+      // The command's name only (GenerateDataKey, Decrypt, ...): key ids and contexts stay out of labels.
+      const operation = boundedLabel(String(context.commandName ?? '').replace(/Command$/, ''));
+      try {
+        const output = await next(args);
+        kmsCalls.inc({ operation, outcome: 'ok' });
+        return output;
+      } catch (err) {
+        kmsCalls.inc({ operation, outcome: (err as { name?: unknown } | null)?.name === 'ThrottlingException' ? 'throttled' : 'error' });
+        throw err;
+      }
+    },
+    { step: 'initialize', name: 'ledgerlockKmsMetrics' },
+  );
+  return kms;
 }
 
 /**

@@ -6,6 +6,8 @@ export interface AppReadyMessage {
   readonly type: 'ready';
   readonly apiUrl: string;
   readonly codecUrl: string;
+  /** Its Prometheus endpoint (METRICS_HOST/METRICS_PORT). */
+  readonly metricsUrl: string;
 }
 
 export interface SupervisedApp {

@@ -5,10 +5,11 @@ import { devServerSearchAttributeArgs } from '../temporal/search-attributes';
 import { serverPath, type ServerName } from './servers';
 import { freePort, portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
 
-/** Every port variable of a local stack (`npm start`): the API, its servers and the codec server. */
+/** Every port variable of a local stack (`npm start`): the API, its servers, the codec server and the metrics listener. */
 export const LOCAL_PORT_VARIABLES = [
   'API_PORT',
   'CODEC_PORT',
+  'METRICS_PORT',
   'TEMPORAL_PORT',
   'TEMPORAL_UI_PORT',
   'TEMPORAL_HTTP_PORT',

@@ -63,6 +63,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
       ...planned.flatMap((s) => s.ports),
       { port: config.api.port, variable: 'API_PORT', what: 'Ledgerlock API' },
       { port: config.codec.port, variable: 'CODEC_PORT', what: 'codec server' },
+      { port: config.metrics.port, variable: 'METRICS_PORT', what: 'Ledgerlock metrics' },
     ]);
 
     // Bundled once here: a restarted app process loads the file instead of running webpack again.
@@ -98,9 +99,9 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
     }
 
     app = superviseApp({ command: process.execPath, args: [LEDGERLOCK_BIN, 'app', '--workflow-bundle', bundlePath], log });
-    const { apiUrl, codecUrl } = await app.ready;
+    const { apiUrl, codecUrl, metricsUrl } = await app.ready;
 
-    const endpoints = describeEndpoints(config, apiUrl, codecUrl);
+    const endpoints = describeEndpoints(config, apiUrl, codecUrl, metricsUrl);
     writeFileSync(
       runFile,
       JSON.stringify({ pid: process.pid, appPid: app.pid() ?? null, servers: (servers?.processes ?? []).map((p) => ({ name: p.name, pid: p.pid })), endpoints }, null, 2),
@@ -112,7 +113,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
   }
 }
 
-function describeEndpoints(config: Config, apiUrl: string, codecUrl: string): { name: string; where: string }[] {
+function describeEndpoints(config: Config, apiUrl: string, codecUrl: string, metricsUrl: string): { name: string; where: string }[] {
   const db = new URL(config.databaseAppUrl);
   const endpoints = [
     { name: 'API', where: apiUrl },
@@ -121,6 +122,7 @@ function describeEndpoints(config: Config, apiUrl: string, codecUrl: string): { 
       where: `${apiUrl}${STRIPE_WEBHOOK_PATH}${config.stripe.webhookSecrets ? '' : ` (secret in ${path.relative(process.cwd(), localWebhookSecretPath(config.dataDir)) || localWebhookSecretPath(config.dataDir)}; try \`npx ledgerlock stripe trigger\`)`}`,
     },
     { name: 'Codec server', where: `${codecUrl} (operators sign in at ${codecUrl}/login)` },
+    { name: 'Metrics', where: `${metricsUrl} (Prometheus text: ledgerlock_ and the Temporal SDK's temporal_ metrics)` },
   ];
   endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
   if (config.temporal.devServer) endpoints.push({ name: 'Temporal Web UI', where: `http://127.0.0.1:${config.temporal.devServer.uiPort}` });

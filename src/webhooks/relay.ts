@@ -1,6 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Db } from '../db/database';
 import { errorMessage, type Logger } from '../log';
+import { relayDeliveries } from '../metrics/metrics';
 import { findSubscription } from '../subscriptions/subscription-dal';
 import { leaseDueEvents, markDelivered, markRetry, markUndeliverable, postponeEvents, pruneStripeEvents, type PendingStripeEvent } from './webhook-dal';
 
@@ -119,6 +120,7 @@ export async function relayBatch(options: WebhookRelayOptions, batchSize: number
   const deliverGroup = async (group: PendingStripeEvent[]) => {
     for (const [index, event] of group.entries()) {
       const outcome = await deliver(options, event);
+      relayDeliveries.inc({ outcome: outcome.kind });
       if (outcome.kind === 'delivered') {
         delivered.push(event.eventId);
         continue;

@@ -5,6 +5,7 @@ import { errorMessage, type Logger } from '../log';
 import { SIGNATURE_HEADER, verifyStripeSignature, type SignatureRejection } from './signature';
 import { MalformedStripeEvent, routeStripeEvent, stripeEventSchema } from './stripe-event-routing';
 import { recordStripeEvent } from './webhook-dal';
+import { webhooks, type WebhookRefusal } from '../metrics/metrics';
 
 export const STRIPE_WEBHOOK_PATH = '/v1/webhooks/stripe';
 
@@ -36,7 +37,8 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
   if (deps.secrets.length === 0) throw new Error('the Stripe webhook route needs at least one endpoint secret');
   const log = deps.log.child({ route: STRIPE_WEBHOOK_PATH });
   const router = Router();
-  const reject = (res: Response, status: number, reason: string, problem: { title: string; detail: string; errors?: { field: string; message: string }[] }) => {
+  const reject = (res: Response, status: number, kind: WebhookRefusal, reason: string, problem: { title: string; detail: string; errors?: { field: string; message: string }[] }) => {
+    webhooks.inc({ outcome: 'refused', reason: kind });
     log.warn('stripe webhook rejected', { reason, status });
     sendProblem(res, { status, ...problem });
   };
@@ -48,19 +50,19 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
     async (req: Request, res: Response) => {
       const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
       const verdict = verifyStripeSignature(body, req.get(SIGNATURE_HEADER), deps.secrets, deps.now?.());
-      if (!verdict.ok) return reject(res, 400, verdict.reason, signatureProblem(verdict.reason));
+      if (!verdict.ok) return reject(res, 400, 'signature', verdict.reason, signatureProblem(verdict.reason));
 
       let json: unknown;
       try {
         json = JSON.parse(body.toString('utf8'));
       } catch {
-        return reject(res, 400, 'malformed JSON', { title: 'Bad Request', detail: 'The request body is not valid JSON.' });
+        return reject(res, 400, 'malformed_json', 'malformed JSON', { title: 'Bad Request', detail: 'The request body is not valid JSON.' });
       }
       const parsed = stripeEventSchema.safeParse(json);
       if (!parsed.success) {
         const issue = parsed.error.issues[0]!;
         const field = ['body', ...issue.path.map(String)].join('.');
-        return reject(res, 400, `not a Stripe event (${field})`, {
+        return reject(res, 400, 'not_an_event', `not a Stripe event (${field})`, {
           title: 'Bad Request',
           detail: 'The request body is not a Stripe event.',
           errors: parsed.error.issues.map((i) => ({ field: ['body', ...i.path.map(String)].join('.'), message: i.message })),
@@ -72,7 +74,7 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
         route = routeStripeEvent(event);
       } catch (err) {
         if (!(err instanceof MalformedStripeEvent)) throw err;
-        return reject(res, 400, `malformed ${event.type} (body.${err.field})`, {
+        return reject(res, 400, 'malformed_event', `malformed ${event.type} (body.${err.field})`, {
           title: 'Bad Request',
           detail: `The ${event.type} event's object is not shaped as Stripe sends it.`,
           errors: [{ field: `body.${err.field}`, message: err.message.slice(err.field.length + 2) }],
@@ -80,6 +82,7 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
       }
 
       const outcome = await recordStripeEvent(deps.db, event, route);
+      webhooks.inc({ outcome: outcome === 'duplicate' ? 'duplicate' : 'accepted', reason: 'none' });
       log.info('stripe event received', {
         eventId: event.id,
         type: event.type,
@@ -96,7 +99,7 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
     const status = (err as { status?: unknown }).status;
     if (req.path !== STRIPE_WEBHOOK_PATH || typeof status !== 'number' || status >= 500) return next(err);
     const tooLarge = status === 413;
-    reject(res, status, tooLarge ? 'body too large' : `unreadable body (${errorMessage(err).slice(0, 100)})`, {
+    reject(res, status, tooLarge ? 'body_too_large' : 'unreadable_body', tooLarge ? 'body too large' : `unreadable body (${errorMessage(err).slice(0, 100)})`, {
       title: tooLarge ? 'Payload Too Large' : 'Bad Request',
       detail: tooLarge ? `Webhook bodies are limited to ${MAX_WEBHOOK_BODY_BYTES} bytes.` : 'The request body could not be read.',
     });

@@ -5,10 +5,13 @@ import { createActivities, createStripeActivities, type ActivityDeps } from '../
 import type { Config } from '../config/config';
 import { FAILURE_CONVERTER_PATH, PAYLOAD_CONVERTER_PATH } from '../temporal/data-converter';
 import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
+import { sagaMetricsSinks, sagaStepTimer } from './saga-metrics';
 
 export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts');
 /** Refuses, inside every workflow, what our payload codec did not encrypt. */
 export const WORKFLOW_INTERCEPTORS_PATH = path.resolve(__dirname, '../../workflows/payload-authenticity.ts');
+/** Tells the worker's metrics when a saga starts and how it ends (sinks: no commands, nothing in the history). */
+export const SAGA_METRICS_INTERCEPTORS_PATH = path.resolve(__dirname, '../../workflows/saga-metrics.ts');
 
 /**
  * What every workflow bundle is made of: the workflows, the payload-authenticity
@@ -22,7 +25,7 @@ export const WORKFLOW_BUNDLE_OPTIONS: {
   readonly failureConverterPath: string;
 } = {
   workflowsPath: WORKFLOWS_PATH,
-  workflowInterceptorModules: [WORKFLOW_INTERCEPTORS_PATH],
+  workflowInterceptorModules: [WORKFLOW_INTERCEPTORS_PATH, SAGA_METRICS_INTERCEPTORS_PATH],
   payloadConverterPath: PAYLOAD_CONVERTER_PATH,
   failureConverterPath: FAILURE_CONVERTER_PATH,
 };
@@ -77,7 +80,10 @@ export async function createWorkers(options: WorkerOptions): Promise<[general: W
     taskQueue: options.config.temporal.taskQueue,
     ...(options.workflowBundle
       ? { workflowBundle: options.workflowBundle }
-      : { workflowsPath: WORKFLOWS_PATH, interceptors: { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] } }),
+      : { workflowsPath: WORKFLOWS_PATH, interceptors: { workflowModules: WORKFLOW_BUNDLE_OPTIONS.workflowInterceptorModules, activity: [sagaStepTimer] } }),
+    // A prebuilt bundle carries its workflow interceptors, never the worker's activity ones.
+    ...(options.workflowBundle ? { interceptors: { activity: [sagaStepTimer] } } : {}),
+    sinks: sagaMetricsSinks,
     // Bounded: thousands of dunning campaigns parked on timers must not grow the worker without limit.
     maxCachedWorkflows: options.config.temporal.maxCachedWorkflows,
     activities: createActivities(options.deps),
@@ -86,6 +92,7 @@ export async function createWorkers(options: WorkerOptions): Promise<[general: W
     ...common,
     taskQueue: stripeTaskQueue(options.config),
     activities: createStripeActivities(options.deps),
+    interceptors: { activity: [sagaStepTimer] },
     maxTaskQueueActivitiesPerSecond: options.config.stripe.maxActivitiesPerSecond,
   });
   return [general, stripe];

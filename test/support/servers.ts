@@ -109,6 +109,8 @@ export function envFor(stack: TestStack, overrides: Record<string, string> = {})
     KMS_ENDPOINT: stack.kmsEndpoint,
     STRIPE_API_URL: stack.stripeApiUrl,
     API_PORT: '0',
+    // Many Ledgerlock processes at once: none takes 9464 from another.
+    METRICS_PORT: '0',
     // Tests fire requests far faster than any client should; rate-limit.test.ts sets its own.
     ...UNLIMITED,
     ...overrides,
