@@ -5,6 +5,7 @@ import { freePort } from '../../src/stack/process';
 import { STRIPE_WEBHOOK_PATH } from '../../src/webhooks/webhook-routes';
 import { spawnCli, type SpawnedCli } from '../support/spawn';
 import { testEnv } from '../support/stack';
+import { referencedMetricNames } from '../support/deploy-metrics';
 import { tokenFor } from '../support/tokens';
 
 /** One sample's value from Prometheus text: the line `name{labels} value` whose labels include every one given. */
@@ -133,6 +134,10 @@ describe('metrics of a running app process', () => {
     expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(0);
     expect(text).toMatch(/^temporal_[a-z_]+(\{[^}]*\})? /m);
     expect(sample(text, 'temporal_workflow_completed', { workflow_type: 'eraseCustomerWorkflow' })).toBe(1);
+    // Every SDK metric the alerts and the dashboard read is one this SDK serves.
+    const temporalReferenced = referencedMetricNames().filter((n) => n.startsWith('temporal_'));
+    expect(temporalReferenced.length).toBeGreaterThan(3);
+    for (const name of temporalReferenced) expect(text, name).toContain(`# TYPE ${name.replace(/_(bucket|count|sum)$/, '')} `);
 
     // Labels are bounded names: no customer id, no email, no Stripe id, no token.
     expect(text).not.toContain(customerId);
