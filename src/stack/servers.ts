@@ -9,6 +9,7 @@ import path from 'node:path';
  *
  * `temporalServer` and `temporalSqlTool` are the production Temporal server and its schema
  * tool, at the release the pinned CLI embeds; the dev server stays the default topology.
+ * `promtool` checks deploy/prometheus/alerts.yml in the tests; nothing runs it at start.
  */
 export const SERVERS = {
   temporal: {
@@ -43,6 +44,13 @@ export const SERVERS = {
     version: 'v1.29.1',
     overrideEnv: 'TEMPORAL_SQL_TOOL_PATH',
   },
+  promtool: {
+    binary: 'promtool',
+    module: 'github.com/prometheus/prometheus/cmd/promtool',
+    // Prometheus v3 tags its Go module v0.3xx: this is the newest the module proxy serves (Prometheus 3.16).
+    version: 'v0.316.0',
+    overrideEnv: 'PROMTOOL_PATH',
+  },
 } as const;
 
 export type ServerName = keyof typeof SERVERS;
@@ -72,9 +80,9 @@ function isBuilt(name: ServerName, toolsDir: string): boolean {
 }
 
 export const GO_MISSING_MESSAGE = [
-  'Go is needed to build the pinned local servers (Temporal CLI and server, stripe-mock, local-kms), and `go` is not on PATH.',
+  'Go is needed to build the pinned local servers (Temporal CLI and server, stripe-mock, local-kms, promtool), and `go` is not on PATH.',
   'Install Go 1.23 or newer and make sure `go version` works, then run `npm run setup` again.',
-  'Or point at binaries you already have: TEMPORAL_CLI_PATH, STRIPE_MOCK_PATH, LOCAL_KMS_PATH, TEMPORAL_SERVER_PATH, TEMPORAL_SQL_TOOL_PATH.',
+  'Or point at binaries you already have: TEMPORAL_CLI_PATH, STRIPE_MOCK_PATH, LOCAL_KMS_PATH, TEMPORAL_SERVER_PATH, TEMPORAL_SQL_TOOL_PATH, PROMTOOL_PATH.',
 ].join('\n');
 
 /**

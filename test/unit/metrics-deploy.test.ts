@@ -1,6 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { registry } from '../../src/metrics/metrics';
-import { alertGroups, dashboardExprs, metricNamesIn, referencedMetricNames } from '../support/deploy-metrics';
+import { serverPath } from '../../src/stack/servers';
+import { ALERTS_PATH, alertGroups, dashboardExprs, metricNamesIn, referencedMetricNames } from '../support/deploy-metrics';
+import { testStack } from '../support/stack';
 
 /** Series Prometheus makes itself for every target. */
 const PROMETHEUS_SERIES = new Set(['up']);
@@ -33,6 +36,14 @@ describe('deploy/prometheus/alerts.yml and deploy/grafana/ledgerlock.json', () =
         }
       }
     }
+  });
+
+  it('passes `promtool check rules` (the pinned promtool, built by npm run setup)', () => {
+    const promtool = serverPath('promtool', testStack().toolsDir);
+    const check = spawnSync(promtool, ['check', 'rules', ALERTS_PATH], { encoding: 'utf8' });
+    expect(check.error).toBeUndefined();
+    expect(check.status, `${check.stdout}${check.stderr}`).toBe(0);
+    expect(check.stdout).toMatch(new RegExp(`SUCCESS: ${alertGroups().flatMap((g) => g.rules).length} rules found`));
   });
 
   it('pages for what the issue names: saga compensation, Stripe, KMS, relay lag, authentication failures, audit tampering', () => {
