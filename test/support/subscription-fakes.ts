@@ -12,6 +12,7 @@ import type { CreateSubscriptionInput, SubscriptionView } from '../../workflows/
 import { DEFAULT_DUNNING_POLICY, type DunningPolicy } from '../../workflows/dunning-contracts';
 import type { RetryInvoicePaymentResult } from '../../activities/dunning';
 import type { InvoicePaymentFact } from '../../activities/subscriptions';
+import { sagaMetricsSinks } from '../../src/worker/saga-metrics';
 
 /**
  * Activity fakes for the subscription workflows: the same names as the real activities,
@@ -278,7 +279,8 @@ export async function runFakeWorkers(options: {
     namespace: options.namespace,
     ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
   };
-  const general = await Worker.create({ ...common, taskQueue: options.taskQueue, workflowBundle: options.workflowBundle, activities: options.fakes.general });
+  // The bundle's saga-metrics interceptor calls these sinks; the fakes' worker counts like a real one.
+  const general = await Worker.create({ ...common, taskQueue: options.taskQueue, workflowBundle: options.workflowBundle, activities: options.fakes.general, sinks: sagaMetricsSinks });
   const stripe = await Worker.create({ ...common, taskQueue: `${options.taskQueue}${STRIPE_QUEUE_SUFFIX}`, activities: options.fakes.stripe });
   let release!: () => void;
   const running = runWorkersUntil([general, stripe], new Promise<void>((resolve) => (release = resolve)));
