@@ -42,6 +42,7 @@ async function startEnv() {
     kms: Number(free.KMS_PORT),
     stripe: Number(free.STRIPE_MOCK_PORT),
     codec: Number(free.CODEC_PORT),
+    metrics: Number(free.METRICS_PORT),
   };
   return {
     ports,
@@ -68,6 +69,11 @@ describe('ledgerlock start (npm start)', () => {
     // The ready table says what runs where.
     expect(first.stdout()).toContain(`http://127.0.0.1:${ports.api}`);
     expect(first.stdout()).toContain(`http://127.0.0.1:${ports.ui}`);
+    // The app process's metrics, on their own port: Ledgerlock's and the Temporal SDK's.
+    expect(first.stdout()).toContain(`http://127.0.0.1:${ports.metrics}/metrics`);
+    const metrics = await (await fetch(`http://127.0.0.1:${ports.metrics}/metrics`)).text();
+    expect(metrics).toContain('# TYPE ledgerlock_saga_started_total counter');
+    expect(metrics).toMatch(/^temporal_num_pollers\{/m);
     const run = JSON.parse(readFileSync(path.join(dataDir, 'run.json'), 'utf8')) as { servers: { name: string; pid: number }[] };
     expect(run.servers.map((s) => s.name).sort()).toEqual(['local-kms', 'stripe-mock', 'temporal']);
 
