@@ -28,6 +28,9 @@ export interface SagaMetricsSinks extends Sinks {
 
 const { sagaMetrics } = proxySinks<SagaMetricsSinks>();
 
+/** The failure type of workflows/saga.ts when a compensation kept failing. */
+const COMPENSATION_FAILED = 'CompensationFailed';
+
 /** The failure type behind `err`: an ApplicationFailure's `type` anywhere in its cause chain, else its kind. */
 function reasonOf(err: unknown): string {
   let current: unknown = err;
@@ -70,8 +73,12 @@ export const interceptors: WorkflowInterceptorsFactory = () => {
             if (err instanceof ContinueAsNew) {
               // Into another workflow type (the subscription saga becoming its entity): this saga is done.
               if (err.command.workflowType && err.command.workflowType !== info.workflowType) sagaMetrics.completed();
-            } else if (compensating) sagaMetrics.compensated(reasonOf(err));
-            else sagaMetrics.failed(reasonOf(err));
+            } else {
+              const reason = reasonOf(err);
+              // An undo that failed is a failure whatever else was undone: something may be left behind.
+              if (compensating && reason !== COMPENSATION_FAILED) sagaMetrics.compensated(reason);
+              else sagaMetrics.failed(reason);
+            }
             throw err;
           }
         },

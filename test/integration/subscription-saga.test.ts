@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { WorkflowFailedError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registry } from '../../src/metrics/metrics';
 import { createServices, type Services } from '../../src/services';
 import { connectClient, connectWorker } from '../../src/temporal/connection';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
@@ -43,6 +44,12 @@ const FORWARD: FakeActivityName[] = [
 ];
 /** Everything undone after step 4, last first. */
 const UNDO_TO_STEP_4: FakeActivityName[] = ['cancelStripeSubscription', 'detachPaymentMethod', 'deleteStripeCustomer', 'shredCustomer'];
+
+/** A counter of this process's registry: the fakes' worker runs here and reports through the saga-metrics sinks. */
+async function counter(name: string, labels: Record<string, string>): Promise<number> {
+  const { values } = await registry.getSingleMetric(name)!.get();
+  return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
+}
 
 describe('subscription workflows on the dev server, with activity fakes and the KMS data converter', () => {
   const config = testConfig({ TEMPORAL_TASK_QUEUE: `subscriptions-${randomUUID()}` });
@@ -110,6 +117,7 @@ describe('subscription workflows on the dev server, with activity fakes and the 
 
   describe('creation saga', () => {
     it('goes straight to active when the first payment is already paid, with deterministic idempotency keys', async () => {
+      const completed = await counter('ledgerlock_saga_completed_total', { saga: 'subscription' });
       const { workflowId, input, handle } = await start({ firstPayment: 'paid' });
       const view = await waitForView(client, workflowId, (v) => v.status === 'active');
       expect(view).toMatchObject({ subscriptionId: input.subscriptionId, customerId: input.customer.customerId, sagaStep: 'completed', stripeSubscriptionId: 'sub_fake' });
@@ -152,6 +160,8 @@ describe('subscription workflows on the dev server, with activity fakes and the 
       expect(latest.typedSearchAttributes.get(SEARCH_ATTRIBUTES.SubscriptionId)).toBe(input.subscriptionId);
       expect(latest.typedSearchAttributes.get(SEARCH_ATTRIBUTES.CustomerId)).toBe(input.customer.customerId);
       expect(latest.typedSearchAttributes.get(SEARCH_ATTRIBUTES.SagaStep)).toBe('completed');
+      // The saga completed when it continued as the subscription's entity.
+      await vi.waitFor(async () => expect(await counter('ledgerlock_saga_completed_total', { saga: 'subscription' })).toBe(completed + 1));
       await handle.terminate('test done');
     });
 
@@ -185,6 +195,7 @@ describe('subscription workflows on the dev server, with activity fakes and the 
     });
 
     it('compensates everything done so far when the first payment fails', async () => {
+      const compensated = await counter('ledgerlock_saga_compensated_total', { saga: 'subscription', reason: 'FirstPaymentFailed' });
       const { workflowId, handle } = await start({ firstPayment: 'requires_action' });
       await waitForView(client, workflowId, (v) => v.sagaStep === 'await-first-payment');
       await handle.signal(paymentOutcomeSignal, { outcome: 'failed', invoiceId: FIRST_INVOICE.invoiceId, eventCreated: 300, reason: 'authentication_required' });
@@ -204,6 +215,8 @@ describe('subscription workflows on the dev server, with activity fakes and the 
       expect(fakes.inputsOf(workflowId, 'detachPaymentMethod')[0].idempotencyKey).toBe(`${workflowId}:detach-payment-method`);
       expect(fakes.inputsOf(workflowId, 'deleteStripeCustomer')[0].idempotencyKey).toBe(`${workflowId}:delete-stripe-customer`);
       expect((await handle.describe()).typedSearchAttributes.get(SEARCH_ATTRIBUTES.BillingStatus)).toBe('failed');
+      // Counted once, with the failure that made it undo.
+      await vi.waitFor(async () => expect(await counter('ledgerlock_saga_compensated_total', { saga: 'subscription', reason: 'FirstPaymentFailed' })).toBe(compensated + 1));
     });
 
     it('compensates with PaymentWindowExpired when the payment window closes without an outcome', async () => {
@@ -264,6 +277,7 @@ describe('subscription workflows on the dev server, with activity fakes and the 
     });
 
     it('fails with CompensationFailed, and its cause, when a compensation keeps failing; the other undos still run', async () => {
+      const failedBefore = await counter('ledgerlock_saga_failed_total', { saga: 'subscription', reason: 'CompensationFailed' });
       const { workflowId, handle } = await start({ failing: ['createStripeSubscription', 'deleteStripeCustomer'] });
       const err = await handle.result().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(WorkflowFailedError);
@@ -277,6 +291,8 @@ describe('subscription workflows on the dev server, with activity fakes and the 
       const record = lastRecord(workflowId);
       expect(record).toMatchObject({ status: 'failed', failure: { type: 'CompensationFailed' } });
       expect(record.failure.reason).toContain('InjectedFailure at create-stripe-subscription');
+      // What the LedgerlockCompensationFailed alert pages on.
+      await vi.waitFor(async () => expect(await counter('ledgerlock_saga_failed_total', { saga: 'subscription', reason: 'CompensationFailed' })).toBe(failedBefore + 1));
     });
 
     it('refuses invalid input before doing anything', async () => {
