@@ -80,6 +80,7 @@ export const ENV_DOCS = {
   KEY_ROTATION_INTERVAL_DAYS: 'days between scheduled master key rotations (default 90, the cryptoperiod; the `key-rotation` schedule is created or updated at start)',
   KEY_ROTATION_GRACE_SECONDS: 'how long an old master key stays decrypt-only after a rotation before it is retired (default 604800 = 7 days; at least DATA_KEY_CACHE_MAX_AGE_SECONDS; old codec keys are never retired automatically)',
   KEY_ROTATION_BATCH_SIZE: 'data keys re-wrapped and verified per batch, each batch heartbeating its cursor (default 200)',
+  CUSTOMER_RETENTION_DAYS: 'days after a customer\'s last subscription ended (or, with none, after registration) before the daily `customer-retention` schedule erases them (default 730: past the longest card dispute window of 540 days)',
   AUDIT_CHECKPOINT_DIR: 'append-only folder the workers write signed audit checkpoints to, one file per checkpoint, each database in a subfolder of its name (default `<LEDGERLOCK_DATA_DIR>/audit-checkpoints`; required in production, on write-once storage)',
   AUDIT_CHECKPOINT_INTERVAL_SECONDS: 'longest time a new audit entry waits for a signed checkpoint (default 300)',
   AUDIT_CHECKPOINT_EVERY_ENTRIES: 'audit entries after which a checkpoint is written without waiting for the interval (default 1000)',
@@ -183,6 +184,7 @@ const rawSchema = z.object({
   DUNNING_POLICY_BY_PRICE: z.string().min(2).optional(),
   KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   KEY_ROTATION_GRACE_SECONDS: z.coerce.number().int().min(0).max(365 * 86_400).default(7 * 86_400),
+  CUSTOMER_RETENTION_DAYS: z.coerce.number().int().min(1).max(36_500).default(730),
   KEY_ROTATION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
   AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
   AUDIT_CHECKPOINT_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
@@ -299,6 +301,8 @@ export interface Config {
   /** Dunning policies: the default and per-price overrides. */
   readonly dunning: DunningPolicies;
   readonly keyRotation: { readonly intervalDays: number; readonly graceSeconds: number; readonly batchSize: number };
+  /** Days a customer is kept after their business with us ended; then the `customer-retention` schedule erases them. */
+  readonly customerRetentionDays: number;
   /** Signed checkpoints of the audit chain's head, written outside PostgreSQL. */
   readonly auditCheckpoints: { readonly dir: string; readonly intervalMs: number; readonly everyEntries: number };
   /** Token buckets: per token identity and route class, and per source address on the unauthenticated routes. */
@@ -477,6 +481,7 @@ function build(raw: Raw, cwd: string): Config {
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
     keyRotation: { intervalDays: raw.KEY_ROTATION_INTERVAL_DAYS, graceSeconds: raw.KEY_ROTATION_GRACE_SECONDS, batchSize: raw.KEY_ROTATION_BATCH_SIZE },
+    customerRetentionDays: raw.CUSTOMER_RETENTION_DAYS,
     auditCheckpoints: {
       dir: path.resolve(cwd, raw.AUDIT_CHECKPOINT_DIR ?? path.join(raw.LEDGERLOCK_DATA_DIR, 'audit-checkpoints')),
       intervalMs: raw.AUDIT_CHECKPOINT_INTERVAL_SECONDS * 1000,

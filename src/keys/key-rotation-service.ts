@@ -3,7 +3,7 @@ import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, WorkflowNotFoundError, t
 import type { Config } from '../config/config';
 import type { Db } from '../db/database';
 import type { Logger } from '../log';
-import { KEY_ROTATION_SCHEDULE_ID, rotationProgressQuery, type KeyRotationInput, type RotationProgress } from '../../workflows/key-rotation-contracts';
+import { KEY_ROTATION_SCHEDULE_ID, rotationProgressQuery, type KeyRotationInput, type RotationProgress, type RotationReason } from '../../workflows/key-rotation-contracts';
 import type { keyRotationWorkflow } from '../../workflows/key-rotation';
 
 /** Starting, scheduling and reading key rotations: shared by the API, the CLI and start-up. */
@@ -60,12 +60,17 @@ export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>
   }
 }
 
-/** Starts a rotation now, unless one is running. Returns its id (the workflow id). */
-export async function startKeyRotation(client: Pick<Client, 'workflow'>, db: Db, config: Pick<Config, 'temporal'>, requestedBy: string): Promise<string> {
-  const running = await db.selectFrom('key_rotations').select('id').where('status', '=', 'running').executeTakeFirst();
+/**
+ * Starts a rotation now, unless one is running that has not promoted its keys yet. One that
+ * only waits out its grace period does not stand in the way: the new rotation ends that grace.
+ * `reason` makes it an emergency (see {@link RotationReason}). Returns its id (the workflow id).
+ */
+export async function startKeyRotation(client: Pick<Client, 'workflow'>, db: Db, config: Pick<Config, 'temporal'>, requestedBy: string, reason?: RotationReason): Promise<string> {
+  const running = await db.selectFrom('key_rotations').select('id').where('status', '=', 'running').where('promoted_at', 'is', null).executeTakeFirst();
   if (running) throw new RotationAlreadyRunningError(running.id);
   const rotationId = `key-rotation:${randomUUID()}`;
-  await client.workflow.start('keyRotationWorkflow', { taskQueue: config.temporal.taskQueue, workflowId: rotationId, args: [{ requestedBy } satisfies KeyRotationInput] });
+  const input: KeyRotationInput = reason ? { requestedBy, reason } : { requestedBy };
+  await client.workflow.start('keyRotationWorkflow', { taskQueue: config.temporal.taskQueue, workflowId: rotationId, args: [input] });
   return rotationId;
 }
 

@@ -151,7 +151,7 @@ export function createSubscriptionFakes() {
       graceSeconds: 1,
       batchSize: 10,
     })),
-    beginRotation: fake('beginRotation', () => undefined),
+    beginRotation: fake('beginRotation', () => ({ graceToEnd: [] as string[] })),
     createMasterKey: fake('createMasterKey', (input) => ({ newKeyId: `arn:fake:new:${input.target.alias}`, previousKeyId: `arn:fake:old:${input.target.alias}` })),
     discardNewMasterKey: fake('discardNewMasterKey', (input) => ({ discardedKeyId: `arn:fake:new:${input.target.alias}` })),
     rewrapDataKeys: fake('rewrapDataKeys', () => ({ rewrapped: 5 })),
