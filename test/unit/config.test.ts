@@ -18,7 +18,7 @@ describe('loadConfig', () => {
     expect(config.api).toEqual({ host: '127.0.0.1', port: 3000 });
     expect(config.databaseUrl).toBe('postgres://127.0.0.1:5432/ledgerlock');
     expect(config.temporal.address).toBe('127.0.0.1:7233');
-    expect(config.temporal.devServer).toEqual({ port: 7233, uiPort: 8233, httpPort: 7243, metricsPort: 7244 });
+    expect(config.temporal.devServer).toEqual({ port: 7233, uiHost: '127.0.0.1', uiPort: 8233, uiBackendPort: 8234, httpPort: 7243, metricsPort: 7244 });
     expect(config.stripe).toMatchObject({ secretKey: LOCAL_ONLY_STRIPE_KEY, apiUrl: 'http://127.0.0.1:12111', mock: { port: 12111 } });
     expect(config.kms).toMatchObject({ endpoint: 'http://127.0.0.1:4599', local: { port: 4599 } });
     expect(config.regions).toEqual(['eu', 'us']);
