@@ -70,7 +70,7 @@ export const ENV_DOCS = {
   API_TLS_TERMINATED_BY: '`proxy` when a reverse proxy or load balancer in front of the API and codec server terminates TLS: production then accepts serving plain HTTP behind it without API_TLS_CERT/API_TLS_KEY',
   CODEC_HOST: 'address the codec server binds to (default `127.0.0.1`)',
   CODEC_PORT: 'codec server port for the Temporal Web UI (default 8888)',
-  CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
+  CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the local Web UI\'s origin on `TEMPORAL_UI_PORT`, 127.0.0.1 and localhost)',
   DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
   DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
   DATA_KEY_CACHE_MAX_ENTRIES: 'how many plaintext data keys a process holds at once, least recently used evicted first (default 10000)',
