@@ -75,12 +75,24 @@ export function createUiProxy(options: UiProxyOptions): http.Server {
       res.writeHead(response.statusCode ?? 502, response.statusMessage);
       pipeline(response, res, () => undefined);
     });
-    pipeline(req, request, (err) => {
-      if (!err) return;
-      if (res.headersSent || req.destroyed) return void res.destroy();
+    let failed = false;
+    request.on('error', (err) => {
+      // Once: what the client still sends into a failed request fails again.
+      if (failed) return;
+      failed = true;
+      req.unpipe(request);
+      // Mid-response, only a cut connection tells the client its body is incomplete.
+      if (res.headersSent) return void res.destroy();
       options.log.warn('ui proxy upstream unreachable', { upstream: name, reason: errorMessage(err) });
       problem(res, 502, 'Bad Gateway', name === 'codec' ? 'The codec server is not answering; it may be restarting.' : 'The Temporal Web UI is not answering.');
     });
+    // The client gone before its answer is complete: stop the upstream's work too.
+    res.on('close', () => {
+      if (res.writableFinished || failed) return;
+      failed = true;
+      request.destroy();
+    });
+    req.pipe(request);
   };
   const server = options.tls ? https.createServer({ cert: options.tls.cert, key: options.tls.key, minVersion: 'TLSv1.3' }, handler) : http.createServer(handler);
   // No listener for these would leave the socket hanging: refuse them outright.
