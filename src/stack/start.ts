@@ -130,7 +130,7 @@ async function startOperatorUi(config: Config, log: Logger): Promise<RunningUiPr
     port: dev.uiPort,
     ui: { host: '127.0.0.1', port: dev.uiBackendPort },
     // The codec server serves HTTPS with the API's certificate when one is configured.
-    codec: { host: loopbackOf(config.codec.host), port: config.codec.port, ...(tls ? { tlsCa: tls.cert } : {}) },
+    codec: { host: loopbackOf(config.codec.host), port: config.codec.port, ...(tls ? { tlsCert: tls.cert } : {}) },
     sessionCookie: SESSION_COOKIE,
     ...(tls ? { tls } : {}),
     log,

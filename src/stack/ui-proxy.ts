@@ -2,7 +2,6 @@ import http from 'node:http';
 import https from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream';
-import tls from 'node:tls';
 import { errorMessage, type Logger } from '../log';
 
 /** Where the codec server appears on the proxy's origin; the Web UI's codec endpoint. */
@@ -11,8 +10,11 @@ export const CODEC_PATH_PREFIX = '/codec';
 export interface UiProxyUpstream {
   readonly host: string;
   readonly port: number;
-  /** Set when the upstream serves HTTPS: the CA bundle (PEM) its certificate chains to, besides the public roots. */
-  readonly tlsCa?: string;
+  /**
+   * Set when the upstream serves HTTPS: the certificate (PEM) it presents, trusted as it is
+   * (a partial chain), so only that certificate, for that host, is accepted.
+   */
+  readonly tlsCert?: string;
 }
 
 export interface UiProxyOptions {
@@ -61,14 +63,14 @@ export function createUiProxy(options: UiProxyOptions): http.Server {
     const path = toCodec ? stripPrefix(target) : target;
     const headers = forwardedHeaders(req.rawHeaders, toCodec ? undefined : options.sessionCookie);
 
-    const request = (upstream.tlsCa ? https : http).request({
+    const request = (upstream.tlsCert ? https : http).request({
       host: upstream.host,
       port: upstream.port,
       method: req.method,
       path,
       headers: Object.fromEntries([...grouped(headers)].map(([header, values]) => [header, header === 'cookie' ? values.join('; ') : values.join(', ')])),
       agent: agents[name],
-      ...(upstream.tlsCa ? { servername: isIP(upstream.host) ? undefined : upstream.host } : {}),
+      ...(upstream.tlsCert ? { servername: isIP(upstream.host) ? undefined : upstream.host } : {}),
     });
     request.on('response', (response) => {
       for (const [header, values] of grouped(withoutHopByHop(response.rawHeaders))) res.setHeader(header, values);
@@ -130,7 +132,7 @@ export async function startUiProxy(options: UiProxyOptions): Promise<RunningUiPr
 }
 
 function agentFor(upstream: UiProxyUpstream): http.Agent {
-  return upstream.tlsCa ? new https.Agent({ keepAlive: true, ca: [...tls.rootCertificates, upstream.tlsCa] }) : new http.Agent({ keepAlive: true });
+  return upstream.tlsCert ? new https.Agent({ keepAlive: true, ca: upstream.tlsCert, allowPartialTrustChain: true, minVersion: 'TLSv1.3' }) : new http.Agent({ keepAlive: true });
 }
 
 function stripPrefix(target: string): string {

@@ -1,9 +1,12 @@
+import { readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log';
 import { freePort } from '../../src/stack/process';
 import { startUiProxy, type RunningUiProxy } from '../../src/stack/ui-proxy';
+import { createTestPki } from '../support/certs';
 
 interface Seen {
   readonly upstream: 'ui' | 'codec';
@@ -170,6 +173,51 @@ describe('the operator UI proxy (the Web UI and the codec server on one origin)'
       expect(((await page.json()) as { detail: string }).detail).toContain('Web UI');
     } finally {
       await lonely.stop();
+    }
+  });
+
+  it('with the API certificate: serves HTTPS, and reaches an HTTPS codec server only if it presents that very certificate', async () => {
+    const pki = createTestPki();
+    const other = createTestPki();
+    const cert = readFileSync(pki.serverCert, 'utf8');
+    const key = readFileSync(pki.serverKey, 'utf8');
+    const tlsUpstream = (pem: { cert: string; key: string }) =>
+      https.createServer({ ...pem, minVersion: 'TLSv1.3' }, (req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(`tls-codec:${req.url}`);
+      });
+    const genuine = tlsUpstream({ cert, key });
+    const impostor = tlsUpstream({ cert: readFileSync(other.serverCert, 'utf8'), key: readFileSync(other.serverKey, 'utf8') });
+    const proxyTo = async (server: https.Server) =>
+      startUiProxy({
+        host: '127.0.0.1',
+        port: 0,
+        ui: { host: '127.0.0.1', port: await freePort() },
+        codec: { host: '127.0.0.1', port: await listen(server), tlsCert: cert },
+        sessionCookie: 'ledgerlock_codec_session',
+        tls: { cert, key },
+        log: createLogger('error'),
+      });
+    const get = (url: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        https
+          .get(url, { ca: readFileSync(pki.ca, 'utf8') }, (res) => {
+            let body = '';
+            res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+            res.on('end', () => resolve({ status: res.statusCode!, body }));
+          })
+          .on('error', reject);
+      });
+    const good = await proxyTo(genuine);
+    const bad = await proxyTo(impostor);
+    try {
+      expect(good.url).toMatch(/^https:/);
+      expect(await get(`${good.url}/codec/decode`)).toEqual({ status: 200, body: 'tls-codec:/decode' });
+      expect((await get(`${bad.url}/codec/decode`)).status).toBe(502);
+    } finally {
+      await Promise.all([good.stop(), bad.stop()]);
+      await Promise.all([genuine, impostor].map((s) => new Promise((resolve) => s.close(resolve))));
+      for (const dir of [pki.dir, other.dir]) rmSync(dir, { recursive: true, force: true });
     }
   });
 });
