@@ -25,6 +25,13 @@ describe('loadConfig', () => {
     expect(config.dataDir).toBe('/srv/ledgerlock/.data');
   });
 
+  it("lets the codec session be used from the local Web UI's origin (the proxy on TEMPORAL_UI_PORT), over HTTPS when the API has a certificate", () => {
+    expect(loadConfig({ TEMPORAL_UI_PORT: '9233' }, '/srv').codec.corsOrigins).toEqual(['http://127.0.0.1:9233', 'http://localhost:9233']);
+    const tls = loadConfig({ API_TLS_CERT: '/srv/tls.crt', API_TLS_KEY: '/srv/tls.key' }, '/srv');
+    expect(tls.codec.corsOrigins).toEqual(['https://127.0.0.1:8233', 'https://localhost:8233']);
+    expect(tls.codec.secureCookies).toBe(true);
+  });
+
   it('talks to real Stripe when given a secret key, starting no stripe-mock', () => {
     const config = loadConfig({ STRIPE_SECRET_KEY: 'sk_test_51Abc' }, '/srv');
     expect(config.stripe.secretKey).toBe('sk_test_51Abc');
