@@ -90,7 +90,8 @@ describe('the operator UI in a real browser (npm start)', () => {
     await page.goto(signInUrl);
     await page.locator('textarea[name=token]').fill(token);
     await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.waitForLoadState();
+    // The answer page, whichever it is: the form's own page says none of these.
+    await page.getByText(/Signed in as|That token/).first().waitFor({ state: 'visible', timeout: 15_000 });
     return page.locator('body').innerText();
   }
 
