@@ -19,6 +19,15 @@ interface Seen {
 /** An upstream that records what reached it and answers as the request's path asks. */
 function upstream(name: Seen['upstream'], seen: Seen[], release: { next?: () => void }): http.Server {
   return http.createServer((req, res) => {
+    if (req.url === '/upload') {
+      // Answers on the first chunk of the body, long before the client has sent the rest.
+      req.once('data', (chunk: Buffer) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write(`got:${chunk.toString()};`);
+        req.on('end', () => res.end('end'));
+      });
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
@@ -131,6 +140,24 @@ describe('the operator UI proxy (the Web UI and the codec server on one origin)'
     let rest = '';
     for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) rest += Buffer.from(chunk.value).toString();
     expect(rest).toBe('second');
+  });
+
+  it('streams a request body: the upstream reads its first part before the client has sent the rest', async () => {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const req = http.request(`${proxy.url}/codec/upload`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => {
+          body += chunk.toString();
+          // The rest of the request only once the upstream has answered its first part.
+          if (body === 'got:part-one;') req.end('part-two');
+        });
+        res.on('end', () => resolve(body));
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+      req.write('part-one');
+    });
+    expect(answer).toBe('got:part-one;end');
   });
 
   it('drops hop-by-hop headers, and those the Connection header names', async () => {
