@@ -1,6 +1,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { SESSION_COOKIE } from '../codec/codec-server';
 import { ownerDatabaseUrl, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate } from '../db/migrate';
@@ -15,7 +16,6 @@ import { LEDGERLOCK_BIN } from './paths';
 import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
 import { ensureServers } from './servers';
 import { CODEC_PATH_PREFIX, startUiProxy, type RunningUiProxy } from './ui-proxy';
-import { SESSION_COOKIE } from '../codec/codec-server';
 
 export interface Stack {
   /** What runs where, as printed in the ready table. */
