@@ -48,7 +48,9 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
  * prefix removed), everything else to the Web UI. A request target that is not a path
  * (absolute-form, `*`), CONNECT and protocol upgrades are refused, so it is never an open
  * proxy. Bodies stream both ways; status codes and headers (each Set-Cookie) pass unchanged
- * but for hop-by-hop headers. Authentication, CORS and auditing stay the codec server's.
+ * but for hop-by-hop headers, and the codec session cookie never reaches the Web UI. An
+ * upstream that does not answer is a 502 problem. Authentication, CORS and auditing stay the
+ * codec server's: this adds no check and removes none.
  */
 export function createUiProxy(options: UiProxyOptions): http.Server {
   const agents = { ui: agentFor(options.ui), codec: agentFor(options.codec) };
