@@ -40,7 +40,9 @@ export const ENV_DOCS = {
   TEMPORAL_TASK_QUEUE: 'task queue of workflows and general activities (default `ledgerlock`)',
   WORKER_MAX_CACHED_WORKFLOWS: 'workflows a worker keeps in memory between tasks (default 1000); the rest replay from history when they wake, so memory stays bounded however many campaigns wait on timers',
   TEMPORAL_PORT: 'local dev server gRPC port (default 7233)',
-  TEMPORAL_UI_PORT: 'local dev server Web UI port (default 8233)',
+  TEMPORAL_UI_HOST: 'address the local Web UI (the proxy serving the dev server\'s Web UI and the codec server on one origin) binds to (default `127.0.0.1`)',
+  TEMPORAL_UI_PORT: 'local Web UI port, where operators open it (default 8233): the proxy serving the dev server\'s Web UI and the codec server on one origin',
+  TEMPORAL_UI_BACKEND_PORT: 'loopback port of the dev server\'s own Web UI, behind that proxy (default 8234)',
   TEMPORAL_HTTP_PORT: 'local dev server HTTP API port (default 7243)',
   TEMPORAL_METRICS_PORT: 'local dev server `/metrics` port (default 7244)',
   TEMPORAL_TLS_CERT: 'client certificate (PEM file) for mTLS to Temporal',
@@ -68,7 +70,7 @@ export const ENV_DOCS = {
   API_TLS_TERMINATED_BY: '`proxy` when a reverse proxy or load balancer in front of the API and codec server terminates TLS: production then accepts serving plain HTTP behind it without API_TLS_CERT/API_TLS_KEY',
   CODEC_HOST: 'address the codec server binds to (default `127.0.0.1`)',
   CODEC_PORT: 'codec server port for the Temporal Web UI (default 8888)',
-  CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
+  CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the local Web UI\'s origin on `TEMPORAL_UI_PORT`, 127.0.0.1 and localhost)',
   DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
   DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
   DATA_KEY_CACHE_MAX_ENTRIES: 'how many plaintext data keys a process holds at once, least recently used evicted first (default 10000)',
@@ -121,7 +123,9 @@ const rawSchema = z.object({
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('ledgerlock'),
   WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(1000),
   TEMPORAL_PORT: port.default(7233),
+  TEMPORAL_UI_HOST: z.string().min(1).default('127.0.0.1'),
   TEMPORAL_UI_PORT: port.default(8233),
+  TEMPORAL_UI_BACKEND_PORT: port.default(8234),
   TEMPORAL_HTTP_PORT: port.default(7243),
   TEMPORAL_METRICS_PORT: port.default(7244),
   TEMPORAL_TLS_CERT: z.string().min(1).optional(),
@@ -249,7 +253,11 @@ export interface Config {
     /** Set when `npm start` runs the dev server itself. */
     readonly devServer?: {
       readonly port: number;
+      /** Where operators open the Web UI: the proxy that serves it and the codec server on one origin. */
+      readonly uiHost: string;
       readonly uiPort: number;
+      /** The dev server's own Web UI, on loopback, behind the proxy. */
+      readonly uiBackendPort: number;
       /** Its HTTP API and `/metrics` ports: given explicitly, never the random ones it would pick. */
       readonly httpPort: number;
       readonly metricsPort: number;
@@ -435,7 +443,9 @@ function build(raw: Raw, cwd: string): Config {
         ? {
             devServer: {
               port: raw.TEMPORAL_PORT,
+              uiHost: raw.TEMPORAL_UI_HOST,
               uiPort: raw.TEMPORAL_UI_PORT,
+              uiBackendPort: raw.TEMPORAL_UI_BACKEND_PORT,
               httpPort: raw.TEMPORAL_HTTP_PORT,
               metricsPort: raw.TEMPORAL_METRICS_PORT,
               ...opt('executable', raw.TEMPORAL_CLI_PATH),
@@ -471,9 +481,10 @@ function build(raw: Raw, cwd: string): Config {
     codec: {
       host: raw.CODEC_HOST,
       port: raw.CODEC_PORT,
+      // The local Web UI's origin: the proxy serving the UI and the codec server together, over HTTPS with the API's certificate.
       corsOrigins: raw.CODEC_CORS_ORIGINS?.split(',') ?? [
-        `http://127.0.0.1:${raw.TEMPORAL_UI_PORT}`,
-        `http://localhost:${raw.TEMPORAL_UI_PORT}`,
+        `${raw.API_TLS_CERT && raw.API_TLS_KEY ? 'https' : 'http'}://127.0.0.1:${raw.TEMPORAL_UI_PORT}`,
+        `${raw.API_TLS_CERT && raw.API_TLS_KEY ? 'https' : 'http'}://localhost:${raw.TEMPORAL_UI_PORT}`,
       ],
       secureCookies: !local || (raw.API_TLS_CERT !== undefined && raw.API_TLS_KEY !== undefined),
     },

@@ -3,6 +3,7 @@ import { Connection } from '@temporalio/client';
 import type { Config } from '../config/config';
 import { devServerSearchAttributeArgs } from '../temporal/search-attributes';
 import { serverPath, type ServerName } from './servers';
+import { CODEC_PATH_PREFIX } from './ui-proxy';
 import { freePort, portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
 
 /** Every port variable of a local stack (`npm start`): the API, its servers and the codec server. */
@@ -11,6 +12,7 @@ export const LOCAL_PORT_VARIABLES = [
   'CODEC_PORT',
   'TEMPORAL_PORT',
   'TEMPORAL_UI_PORT',
+  'TEMPORAL_UI_BACKEND_PORT',
   'TEMPORAL_HTTP_PORT',
   'TEMPORAL_METRICS_PORT',
   'KMS_PORT',
@@ -48,7 +50,7 @@ export function plannedServers(config: Config): PlannedServer[] {
       label: 'Temporal dev server',
       ports: [
         { port: dev.port, variable: 'TEMPORAL_PORT', what: 'Temporal gRPC' },
-        { port: dev.uiPort, variable: 'TEMPORAL_UI_PORT', what: 'Temporal Web UI' },
+        { port: dev.uiBackendPort, variable: 'TEMPORAL_UI_BACKEND_PORT', what: "the dev server's own Web UI" },
         { port: dev.httpPort, variable: 'TEMPORAL_HTTP_PORT', what: 'Temporal HTTP API' },
         { port: dev.metricsPort, variable: 'TEMPORAL_METRICS_PORT', what: 'Temporal metrics' },
       ],
@@ -153,7 +155,7 @@ export function temporalDevServerArgs(config: Config): string[] {
     '--ui-ip',
     '127.0.0.1',
     '--ui-port',
-    String(dev.uiPort),
+    String(dev.uiBackendPort),
     '--http-port',
     String(dev.httpPort),
     '--metrics-port',
@@ -165,9 +167,10 @@ export function temporalDevServerArgs(config: Config): string[] {
     config.temporal.namespace,
     '--log-level',
     'warn',
-    // The browser calls the codec server, so this is the address the operator reaches it at.
+    // Operators open the UI through the proxy (ui-proxy.ts), which serves the codec server under
+    // this path: the UI's /decode calls are same-origin and carry the codec session cookie.
     '--ui-codec-endpoint',
-    `http://127.0.0.1:${config.codec.port}`,
+    CODEC_PATH_PREFIX,
     ...devServerSearchAttributeArgs(),
   ];
 }
