@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
-import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client, type ScheduleOptionsAction } from '@temporalio/client';
+import { ScheduleOverlapPolicy, type Client, type ScheduleOptionsAction } from '@temporalio/client';
+import { ensureSchedule } from '../temporal/schedules';
 import type { Config } from '../config/config';
 import type { Db } from '../db/database';
 import type { Logger } from '../log';
@@ -96,15 +97,11 @@ function action(config: Pick<Config, 'temporal'>): ScheduleOptionsAction {
  * processes. The retention period itself is read by the workers, not stored in the schedule.
  */
 export async function ensureRetentionSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'customerRetentionDays'>, log: Pick<Logger, 'info'>): Promise<'created' | 'updated'> {
-  const spec = { intervals: [{ every: '1d' as const }] };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' as const };
-  try {
-    await client.schedule.create({ scheduleId: CUSTOMER_RETENTION_SCHEDULE_ID, spec, action: action(config), policies });
-    log.info('customer retention schedule created', { retentionDays: config.customerRetentionDays });
-    return 'created';
-  } catch (err) {
-    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
-    await client.schedule.getHandle(CUSTOMER_RETENTION_SCHEDULE_ID).update((previous) => ({ ...previous, spec, action: action(config), policies: { ...previous.policies, ...policies } }));
-    return 'updated';
-  }
+  const outcome = await ensureSchedule(client, CUSTOMER_RETENTION_SCHEDULE_ID, {
+    spec: { intervals: [{ every: '1d' }] },
+    action: action(config),
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
+  });
+  if (outcome === 'created') log.info('customer retention schedule created', { retentionDays: config.customerRetentionDays });
+  return outcome;
 }

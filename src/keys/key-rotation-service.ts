@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, WorkflowNotFoundError, type Client, type ScheduleOptionsAction } from '@temporalio/client';
+import { ScheduleOverlapPolicy, WorkflowNotFoundError, type Client, type ScheduleOptionsAction } from '@temporalio/client';
+import { ensureSchedule } from '../temporal/schedules';
 import type { Config } from '../config/config';
 import type { Db } from '../db/database';
 import type { Logger } from '../log';
@@ -46,18 +47,13 @@ function action(config: Pick<Config, 'temporal'>, input: KeyRotationInput): Sche
  * every start, from any number of processes.
  */
 export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'keyRotation'>, log: Pick<Logger, 'info'>): Promise<'created' | 'updated'> {
-  const spec = { intervals: [{ every: `${config.keyRotation.intervalDays}d` as const }] };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' as const };
-  const scheduled = action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` });
-  try {
-    await client.schedule.create({ scheduleId: KEY_ROTATION_SCHEDULE_ID, spec, action: scheduled, policies });
-    log.info('key rotation schedule created', { everyDays: config.keyRotation.intervalDays });
-    return 'created';
-  } catch (err) {
-    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
-    await client.schedule.getHandle(KEY_ROTATION_SCHEDULE_ID).update((previous) => ({ ...previous, spec, action: scheduled, policies: { ...previous.policies, ...policies } }));
-    return 'updated';
-  }
+  const outcome = await ensureSchedule(client, KEY_ROTATION_SCHEDULE_ID, {
+    spec: { intervals: [{ every: `${config.keyRotation.intervalDays}d` }] },
+    action: action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` }),
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
+  });
+  if (outcome === 'created') log.info('key rotation schedule created', { everyDays: config.keyRotation.intervalDays });
+  return outcome;
 }
 
 /**
