@@ -12,7 +12,8 @@ import { bundleWorkflows } from '../worker/worker';
 import { superviseApp, type SupervisedApp } from './app-supervisor';
 import { acquireLock } from './lock';
 import { LEDGERLOCK_BIN } from './paths';
-import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
+import { assertPortsFree, plannedServers, startLocalServers, temporalDatabaseSuffix, type LocalServers } from './local-servers';
+import { temporalDatabaseNames } from './temporal-server';
 import { ensureServers } from './servers';
 
 export interface Stack {
@@ -58,7 +59,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
 
   try {
     const planned = plannedServers(config);
-    await ensureServers(config.toolsDir, { only: planned.flatMap((s) => (s.build ? [s.build] : [])) });
+    await ensureServers(config.toolsDir, { only: planned.flatMap((s) => s.builds) });
     await assertPortsFree([
       ...planned.flatMap((s) => s.ports),
       { port: config.api.port, variable: 'API_PORT', what: 'Ledgerlock API' },
@@ -122,7 +123,10 @@ function describeEndpoints(config: Config, apiUrl: string, codecUrl: string): { 
     },
     { name: 'Codec server', where: `${codecUrl} (operators sign in at ${codecUrl}/login)` },
   ];
-  endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
+  const full = config.temporal.fullServer
+    ? `; full server on PostgreSQL, databases ${Object.values(temporalDatabaseNames(temporalDatabaseSuffix(config))).join(' and ')}, no Web UI`
+    : '';
+  endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace}${full})` });
   if (config.temporal.devServer) endpoints.push({ name: 'Temporal Web UI', where: `http://127.0.0.1:${config.temporal.devServer.uiPort}` });
   // Host and database only: DATABASE_URL may carry a password.
   endpoints.push({ name: 'PostgreSQL', where: `${db.host}${db.pathname} (as ${decodeURIComponent(db.username)})` });
