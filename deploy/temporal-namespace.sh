@@ -13,12 +13,23 @@ ns="${TEMPORAL_NAMESPACE:-default}"
 tls="${TLS_FLAGS:-}"
 # shellcheck disable=SC2086 # TLS_FLAGS is a list of flags.
 "$cli" operator namespace describe --namespace "$ns" $tls >/dev/null 2>&1 || "$cli" operator namespace create --namespace "$ns" $tls
-# shellcheck disable=SC2086
-if ! "$cli" operator search-attribute create --namespace "$ns" $tls "$@"; then
-  # Already registered by an earlier run: every one must be listed now.
-  listed=$("$cli" operator search-attribute list --namespace "$ns" $tls)
+# Every --name given is listed in $1 (the output of `search-attribute list`).
+all_listed() {
+  listed=$1
+  shift
   while [ $# -gt 0 ]; do
-    if [ "$1" = --name ]; then echo "$listed" | grep -qw -- "$2" || { echo "search attribute $2 missing" >&2; exit 1; }; fi
+    if [ "$1" = --name ]; then echo "$listed" | grep -qw -- "$2" || return 1; fi
     shift
   done
-fi
+}
+attempt=0
+# shellcheck disable=SC2086
+until "$cli" operator search-attribute create --namespace "$ns" $tls "$@"; do
+  # Already registered by an earlier run: then every one is listed.
+  # shellcheck disable=SC2086
+  if listed=$("$cli" operator search-attribute list --namespace "$ns" $tls 2>/dev/null) && all_listed "$listed" "$@"; then break; fi
+  # A namespace registered moments ago reaches every service once their namespace caches refresh (about 10 s).
+  attempt=$((attempt + 1))
+  if [ "$attempt" -ge 60 ]; then echo "could not register the search attributes on $ns" >&2; exit 1; fi
+  sleep 1
+done

@@ -7,7 +7,7 @@ import { parse, stringify } from 'yaml';
 import { dropDatabase } from '../db/database';
 import { operatorSearchAttributeArgs, SEARCH_ATTRIBUTES } from '../temporal/search-attributes';
 import { REPO_ROOT } from './paths';
-import { freePort, spawnServer, StartupError, tail, waitUntilReady, type ManagedProcess } from './process';
+import { freePort, portIsFree, spawnServer, StartupError, tail, waitUntilReady, type ManagedProcess } from './process';
 import { serverPath, SetupError, temporalServerModuleDir } from './servers';
 
 /**
@@ -19,6 +19,12 @@ import { serverPath, SetupError, temporalServerModuleDir } from './servers';
  * the pinned CLI. Only the server config is derived here, from the module's
  * `config/development-postgres12.yaml`, every listener on 127.0.0.1 and a port given.
  */
+
+/** The SQL plugin of both of Temporal's databases, here and in docker-compose. */
+export const TEMPORAL_SQL_PLUGIN = 'postgres12';
+
+/** The scripts docker-compose's temporal-schema and temporal-search-attributes services run, relative to the repository. */
+export const TEMPORAL_SETUP_SCRIPTS = { schema: 'deploy/temporal-schema.sh', namespace: 'deploy/temporal-namespace.sh' } as const;
 
 /** Every port the server listens on: one process runs all four services. */
 export interface TemporalServerPorts {
@@ -91,9 +97,26 @@ export function temporalServerTools(toolsDir: string, env: NodeJS.ProcessEnv = p
   return { ...tools, moduleDir };
 }
 
+/** The services' ports: the server records them in `cluster_membership`, whose port columns are smallint. */
+const MEMBERSHIP_RECORDED: readonly (keyof TemporalServerPorts)[] = ['frontend', 'frontendMembership', 'history', 'historyMembership', 'matching', 'matchingMembership', 'worker', 'workerMembership'];
+const MAX_RECORDED_PORT = 32_767;
+
+/** A free loopback port at most MAX_RECORDED_PORT: below the ephemeral range the OS hands out. */
+async function freeRecordablePort(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 10_000 + Math.floor(Math.random() * (MAX_RECORDED_PORT - 10_000));
+    if (await portIsFree(port)) return port;
+  }
+  throw new StartupError(`no free port between 10000 and ${MAX_RECORDED_PORT} for the Temporal server`);
+}
+
 async function allocatePorts(given: Partial<TemporalServerPorts>): Promise<TemporalServerPorts> {
+  for (const name of MEMBERSHIP_RECORDED) {
+    const port = given[name];
+    if (port !== undefined && port > MAX_RECORDED_PORT) throw new StartupError(`the Temporal server's ${name} port must be at most ${MAX_RECORDED_PORT} (it stores it as smallint), not ${port}`);
+  }
   const names: (keyof TemporalServerPorts)[] = ['frontend', 'frontendMembership', 'http', 'history', 'historyMembership', 'matching', 'matchingMembership', 'worker', 'workerMembership', 'metrics', 'pprof'];
-  const entries = await Promise.all(names.map(async (name) => [name, given[name] ?? (await freePort())] as const));
+  const entries = await Promise.all(names.map(async (name) => [name, given[name] ?? (MEMBERSHIP_RECORDED.includes(name) ? await freeRecordablePort() : await freePort())] as const));
   const ports = Object.fromEntries(entries) as unknown as TemporalServerPorts;
   if (new Set(Object.values(ports)).size !== names.length) return allocatePorts(given);
   return ports;
@@ -182,15 +205,15 @@ export function temporalDynamicConfig(template: string, frontendHttp: number): R
 /** Runs a deploy/ script with `env`, its output appended to `logFile`; rejects naming the script and the log's end. */
 function runScript(script: string, args: readonly string[], env: NodeJS.ProcessEnv, logFile: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', [path.join(REPO_ROOT, 'deploy', script), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('/bin/sh', [path.join(REPO_ROOT, script), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.on('error', (err) => reject(new StartupError(`deploy/${script}: ${err.message}`)));
+    child.on('error', (err) => reject(new StartupError(`${script}: ${err.message}`)));
     child.on('exit', (code) => {
       writeFileSync(logFile, out, { flag: 'a' });
       if (code === 0) resolve();
-      else reject(new StartupError(`deploy/${script} failed with exit code ${code}; end of ${logFile}:\n${tail(logFile)}`));
+      else reject(new StartupError(`${script} failed with exit code ${code}; end of ${logFile}:\n${tail(logFile)}`));
     });
   });
 }
@@ -201,24 +224,31 @@ function runScript(script: string, args: readonly string[], env: NodeJS.ProcessE
  * pinned temporal-sql-tool and the module's schema folder.
  */
 export async function setUpTemporalSchema(options: { databaseUrl: string; databases: { persistence: string; visibility: string }; sqlTool: string; moduleDir: string; logFile: string; env?: NodeJS.ProcessEnv }): Promise<void> {
+  await runScript(TEMPORAL_SETUP_SCRIPTS.schema, [], { ...(options.env ?? process.env), ...temporalSchemaEnv(options) }, options.logFile);
+}
+
+/**
+ * What deploy/temporal-schema.sh gets here: docker-compose's temporal-schema variables, plus
+ * where the pinned tool and the module's schema are (the admin-tools image has both built in).
+ */
+export function temporalSchemaEnv(options: { databaseUrl: string; databases: { persistence: string; visibility: string }; sqlTool: string; moduleDir: string }): Record<string, string> {
   const postgres = postgresTarget(options.databaseUrl);
-  await runScript(
-    'temporal-schema.sh',
-    [],
-    {
-      ...(options.env ?? process.env),
-      SQL_PLUGIN: 'postgres12',
-      SQL_HOST: postgres.host,
-      SQL_PORT: String(postgres.port),
-      SQL_USER: postgres.user,
-      SQL_PASSWORD: postgres.password,
-      TEMPORAL_DB: options.databases.persistence,
-      TEMPORAL_VISIBILITY_DB: options.databases.visibility,
-      TEMPORAL_SCHEMA_DIR: path.join(options.moduleDir, 'schema'),
-      TEMPORAL_SQL_TOOL: options.sqlTool,
-    },
-    options.logFile,
-  );
+  return {
+    SQL_PLUGIN: TEMPORAL_SQL_PLUGIN,
+    SQL_HOST: postgres.host,
+    SQL_PORT: String(postgres.port),
+    SQL_USER: postgres.user,
+    SQL_PASSWORD: postgres.password,
+    TEMPORAL_DB: options.databases.persistence,
+    TEMPORAL_VISIBILITY_DB: options.databases.visibility,
+    TEMPORAL_SCHEMA_DIR: path.join(options.moduleDir, 'schema'),
+    TEMPORAL_SQL_TOOL: options.sqlTool,
+  };
+}
+
+/** What deploy/temporal-namespace.sh gets here: docker-compose's variables (no TLS locally), plus the pinned CLI. */
+export function temporalNamespaceEnv(options: { address: string; namespace: string; cli: string }): Record<string, string> {
+  return { TEMPORAL_ADDRESS: options.address, TEMPORAL_NAMESPACE: options.namespace, TLS_FLAGS: '', TEMPORAL_CLI: options.cli };
 }
 
 /**
@@ -227,12 +257,7 @@ export async function setUpTemporalSchema(options: { databaseUrl: string; databa
  * then waits until the frontend lists them all.
  */
 export async function registerTemporalNamespace(options: { address: string; namespace: string; cli: string; logFile: string; env?: NodeJS.ProcessEnv }): Promise<void> {
-  await runScript(
-    'temporal-namespace.sh',
-    operatorSearchAttributeArgs(),
-    { ...(options.env ?? process.env), TEMPORAL_ADDRESS: options.address, TEMPORAL_NAMESPACE: options.namespace, TEMPORAL_CLI: options.cli, TLS_FLAGS: '' },
-    options.logFile,
-  );
+  await runScript(TEMPORAL_SETUP_SCRIPTS.namespace, operatorSearchAttributeArgs(), { ...(options.env ?? process.env), ...temporalNamespaceEnv(options) }, options.logFile);
   const connection = await Connection.connect({ address: options.address });
   try {
     const deadline = Date.now() + 30_000;
