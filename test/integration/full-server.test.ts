@@ -76,7 +76,7 @@ describe('the full Temporal server on PostgreSQL, with two workers and the API a
       DUNNING_POLICY: JSON.stringify({ retryOffsetsSeconds: [3600], gracePeriodSeconds: 3600, finalAction: 'leave_past_due' }),
     });
     env = world.env;
-    api = spawnCli(['api'], env);
+    api = spawnCli(['api'], { ...env, LOG_LEVEL: 'info' });
     await Promise.all([api.waitFor('api listening', 90_000), startWorker(), startWorker()]);
     apiUrl = `http://127.0.0.1:${apiPort}`;
     client = await connectClient(world.config, world.services.dataConverter);
