@@ -102,7 +102,7 @@ const MEMBERSHIP_RECORDED: readonly (keyof TemporalServerPorts)[] = ['frontend',
 const MAX_RECORDED_PORT = 32_767;
 
 /** A free loopback port at most MAX_RECORDED_PORT: below the ephemeral range the OS hands out. */
-async function freeRecordablePort(): Promise<number> {
+export async function freeRecordablePort(): Promise<number> {
   for (let i = 0; i < 200; i++) {
     const port = 10_000 + Math.floor(Math.random() * (MAX_RECORDED_PORT - 10_000));
     if (await portIsFree(port)) return port;

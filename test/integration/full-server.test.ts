@@ -4,10 +4,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startKeyRotation } from '../../src/keys/key-rotation-service';
 import { freePort } from '../../src/stack/process';
-import { startTemporalServer, type TemporalServer } from '../../src/stack/temporal-server';
+import { Connection } from '@temporalio/client';
+import { dropDatabase } from '../../src/db/database';
+import { freeLocalPorts } from '../../src/stack/local-servers';
+import { freeRecordablePort, startTemporalServer, temporalDatabaseNames, type TemporalServer } from '../../src/stack/temporal-server';
 import { connectClient } from '../../src/temporal/connection';
 import { STRIPE_WEBHOOK_PATH } from '../../src/webhooks/webhook-routes';
 import type { RotationProgress } from '../../workflows/key-rotation-contracts';
@@ -242,4 +246,44 @@ describe('the full Temporal server on PostgreSQL, with two workers and the API a
     }
     for (const worker of workers) expect(worker.stdout()).not.toContain(probe);
   });
+});
+
+describe('npm start with LEDGERLOCK_TEMPORAL=server', () => {
+  it('runs the full server on PostgreSQL instead of the dev server, and starts again on the databases it left', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-start-server-'));
+    const url = new URL(testStack().databaseUrl);
+    const database = `${url.pathname.slice(1)}_srv_${Date.now().toString(36)}`;
+    url.pathname = `/${database}`;
+    const names = temporalDatabaseNames(database);
+    const withDb = (name: string) => Object.assign(new URL(url), { pathname: `/${name}` }).toString();
+    const ports = { ...(await freeLocalPorts()), TEMPORAL_PORT: String(await freeRecordablePort()) };
+    const env = { ...ports, LEDGERLOCK_TEMPORAL: 'server', LEDGERLOCK_DATA_DIR: dataDir, LEDGERLOCK_TOOLS_DIR: testStack().toolsDir, DATABASE_URL: url.toString() };
+    const started: SpawnedCli[] = [];
+    try {
+      for (const round of [1, 2]) {
+        const stack = spawnCli(['start'], env);
+        started.push(stack);
+        await stack.waitFor('Ledgerlock is ready', 120_000);
+        expect(stack.stdout()).toContain(`full server on PostgreSQL, databases ${names.persistence} and ${names.visibility}`);
+        const run = JSON.parse(readFileSync(path.join(dataDir, 'run.json'), 'utf8')) as { servers: { name: string }[] };
+        expect(run.servers.map((s) => s.name).sort()).toEqual(['local-kms', 'stripe-mock', 'temporal-server']);
+        const connection = await Connection.connect({ address: `127.0.0.1:${ports.TEMPORAL_PORT}` });
+        try {
+          expect((await connection.workflowService.getSystemInfo({})).serverVersion).toBe('1.29.1');
+          // The worker runs on it: the key rotation schedule was created there.
+          await connection.workflowService.describeSchedule({ namespace: 'default', scheduleId: 'key-rotation' });
+        } finally {
+          await connection.close();
+        }
+        expect((await fetch(`http://127.0.0.1:${ports.API_PORT}/readyz`)).status, `round ${round}`).toBe(200);
+        expect(await (await fetch(`http://127.0.0.1:${ports.TEMPORAL_METRICS_PORT}/metrics`)).text()).toContain('# TYPE');
+        stack.child.kill('SIGTERM');
+        expect(await stack.exited).toBe(0);
+      }
+    } finally {
+      for (const stack of started) stack.child.kill('SIGKILL');
+      for (const name of [database, names.persistence, names.visibility]) await dropDatabase(withDb(name));
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });
