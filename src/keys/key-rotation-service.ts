@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, WorkflowNotFoundError, type Client, type ScheduleOptionsAction } from '@temporalio/client';
+import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, ServiceError, WorkflowNotFoundError, type Client, type ScheduleOptionsAction } from '@temporalio/client';
 import type { Config } from '../config/config';
 import type { Db } from '../db/database';
 import type { Logger } from '../log';
@@ -43,9 +43,16 @@ function action(config: Pick<Config, 'temporal'>, input: KeyRotationInput): Sche
 /**
  * Creates the `key-rotation` schedule, or brings an existing one in line with the
  * configuration: every KEY_ROTATION_INTERVAL_DAYS, overlap policy skip. Safe to run on
- * every start, from any number of processes.
+ * every start, from any number of processes. Updating reads the schedule first, which a
+ * Temporal server that has just started may not answer yet (its schedule workers are still
+ * starting): such transient failures are retried for up to `retryForMs`.
  */
-export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'keyRotation'>, log: Pick<Logger, 'info'>): Promise<'created' | 'updated'> {
+export async function ensureKeyRotationSchedule(
+  client: Pick<Client, 'schedule'>,
+  config: Pick<Config, 'temporal' | 'keyRotation'>,
+  log: Pick<Logger, 'info' | 'warn'>,
+  retryForMs = 60_000,
+): Promise<'created' | 'updated'> {
   const spec = { intervals: [{ every: `${config.keyRotation.intervalDays}d` as const }] };
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' as const };
   const scheduled = action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` });
@@ -55,9 +62,27 @@ export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>
     return 'created';
   } catch (err) {
     if (!(err instanceof ScheduleAlreadyRunning)) throw err;
-    await client.schedule.getHandle(KEY_ROTATION_SCHEDULE_ID).update((previous) => ({ ...previous, spec, action: scheduled, policies: { ...previous.policies, ...policies } }));
-    return 'updated';
   }
+  const deadline = Date.now() + retryForMs;
+  for (;;) {
+    try {
+      await client.schedule.getHandle(KEY_ROTATION_SCHEDULE_ID).update((previous) => ({ ...previous, spec, action: scheduled, policies: { ...previous.policies, ...policies } }));
+      return 'updated';
+    } catch (err) {
+      const code = transientGrpcCode(err);
+      if (code === undefined || Date.now() > deadline) throw err;
+      log.warn('key rotation schedule not readable yet; retrying', { grpcCode: code });
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+  }
+}
+
+/** DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE: worth another try. */
+const TRANSIENT_GRPC_CODES = new Set([4, 8, 10, 13, 14]);
+
+function transientGrpcCode(err: unknown): number | undefined {
+  const code = err instanceof ServiceError ? (err.cause as { code?: unknown } | undefined)?.code : undefined;
+  return typeof code === 'number' && TRANSIENT_GRPC_CODES.has(code) ? code : undefined;
 }
 
 /** Starts a rotation now, unless one is running. Returns its id (the workflow id). */
