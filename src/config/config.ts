@@ -39,17 +39,20 @@ export const ENV_DOCS = {
   TEMPORAL_NAMESPACE: 'Temporal namespace (default `default`)',
   TEMPORAL_TASK_QUEUE: 'task queue of workflows and general activities (default `ledgerlock`)',
   WORKER_MAX_CACHED_WORKFLOWS: 'workflows a worker keeps in memory between tasks (default 1000); the rest replay from history when they wake, so memory stays bounded however many campaigns wait on timers',
-  TEMPORAL_PORT: 'local dev server gRPC port (default 7233)',
+  LEDGERLOCK_TEMPORAL: 'the Temporal `npm start` runs when TEMPORAL_ADDRESS is unset: `dev` (default), the CLI\'s dev server on SQLite; `server`, the full Temporal server on PostgreSQL (databases `temporal_<db>` and `temporal_visibility_<db>` beside DATABASE_URL\'s `<db>`), set up as docker-compose does',
+  TEMPORAL_PORT: 'local Temporal (dev or full server) gRPC port (default 7233)',
   TEMPORAL_UI_HOST: 'address the local Web UI (the proxy serving the dev server\'s Web UI and the codec server on one origin) binds to (default `127.0.0.1`)',
-  TEMPORAL_UI_PORT: 'local Web UI port, where operators open it (default 8233): the proxy serving the dev server\'s Web UI and the codec server on one origin',
+  TEMPORAL_UI_PORT: 'local Web UI port, where operators open it (default 8233): the proxy serving the dev server\'s Web UI and the codec server on one origin (the full server has no UI)',
   TEMPORAL_UI_BACKEND_PORT: 'loopback port of the dev server\'s own Web UI, behind that proxy (default 8234)',
-  TEMPORAL_HTTP_PORT: 'local dev server HTTP API port (default 7243)',
-  TEMPORAL_METRICS_PORT: 'local dev server `/metrics` port (default 7244)',
+  TEMPORAL_HTTP_PORT: 'local Temporal HTTP API port (default 7243)',
+  TEMPORAL_METRICS_PORT: 'local Temporal `/metrics` port (default 7244)',
   TEMPORAL_TLS_CERT: 'client certificate (PEM file) for mTLS to Temporal',
   TEMPORAL_TLS_KEY: 'client key (PEM file) for mTLS to Temporal',
   TEMPORAL_TLS_CA: 'CA bundle (PEM file) that signed the Temporal server certificate; set alone, the connection uses TLS without a client certificate',
   TEMPORAL_API_KEY: 'API key for Temporal Cloud (or a server that authorises API keys), sent as a bearer token; the connection then always uses TLS. Production needs it or the mTLS pair',
   TEMPORAL_CLI_PATH: 'use this `temporal` binary instead of building the pinned one',
+  TEMPORAL_SERVER_PATH: 'use this `temporal-server` binary (LEDGERLOCK_TEMPORAL=server) instead of building the pinned one',
+  TEMPORAL_SQL_TOOL_PATH: 'use this `temporal-sql-tool` binary (LEDGERLOCK_TEMPORAL=server) instead of building the pinned one',
   STRIPE_SECRET_KEY: 'Stripe secret key; when set without STRIPE_API_URL, real Stripe is used (required in production)',
   STRIPE_API_URL: 'Stripe API base URL (local default: the embedded stripe-mock)',
   STRIPE_WEBHOOK_SECRET: 'Stripe webhook endpoint secrets (`whsec_…`), comma-separated: add the new one before rolling the endpoint\'s secret, remove the old one after (required in production; locally one is generated into the data folder)',
@@ -122,6 +125,7 @@ const rawSchema = z.object({
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('ledgerlock'),
   WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(1000),
+  LEDGERLOCK_TEMPORAL: z.enum(['dev', 'server']).default('dev'),
   TEMPORAL_PORT: port.default(7233),
   TEMPORAL_UI_HOST: z.string().min(1).default('127.0.0.1'),
   TEMPORAL_UI_PORT: port.default(8233),
@@ -136,6 +140,8 @@ const rawSchema = z.object({
     .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
     .optional(),
   TEMPORAL_CLI_PATH: z.string().min(1).optional(),
+  TEMPORAL_SERVER_PATH: z.string().min(1).optional(),
+  TEMPORAL_SQL_TOOL_PATH: z.string().min(1).optional(),
   STRIPE_SECRET_KEY: z
     .string()
     .regex(/^(sk|rk)_(test|live)_[A-Za-z0-9_]+$/, 'must be a Stripe secret or restricted key (sk_… or rk_…)')
@@ -262,6 +268,14 @@ export interface Config {
       readonly httpPort: number;
       readonly metricsPort: number;
       readonly executable?: string;
+    };
+    /** Set when `npm start` runs the full Temporal server on PostgreSQL itself (LEDGERLOCK_TEMPORAL=server). */
+    readonly fullServer?: {
+      readonly port: number;
+      readonly httpPort: number;
+      readonly metricsPort: number;
+      /** Overrides of the pinned server, schema tool and CLI. */
+      readonly executables: { readonly server?: string; readonly sqlTool?: string; readonly cli?: string };
     };
   };
   readonly stripe: {
@@ -439,7 +453,17 @@ function build(raw: Raw, cwd: string): Config {
       maxCachedWorkflows: raw.WORKER_MAX_CACHED_WORKFLOWS,
       ...(tls ? { tls } : {}),
       ...opt('apiKey', raw.TEMPORAL_API_KEY),
-      ...(runTemporal
+      ...(runTemporal && raw.LEDGERLOCK_TEMPORAL === 'server'
+        ? {
+            fullServer: {
+              port: raw.TEMPORAL_PORT,
+              httpPort: raw.TEMPORAL_HTTP_PORT,
+              metricsPort: raw.TEMPORAL_METRICS_PORT,
+              executables: { ...opt('server', raw.TEMPORAL_SERVER_PATH), ...opt('sqlTool', raw.TEMPORAL_SQL_TOOL_PATH), ...opt('cli', raw.TEMPORAL_CLI_PATH) },
+            },
+          }
+        : {}),
+      ...(runTemporal && raw.LEDGERLOCK_TEMPORAL === 'dev'
         ? {
             devServer: {
               port: raw.TEMPORAL_PORT,

@@ -96,8 +96,8 @@ function action(config: Pick<Config, 'temporal'>): ScheduleOptionsAction {
  * going), or brings an existing one in line. Safe to run on every start, from any number of
  * processes. The retention period itself is read by the workers, not stored in the schedule.
  */
-export async function ensureRetentionSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'customerRetentionDays'>, log: Pick<Logger, 'info'>): Promise<'created' | 'updated'> {
-  const outcome = await ensureSchedule(client, CUSTOMER_RETENTION_SCHEDULE_ID, {
+export async function ensureRetentionSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'customerRetentionDays'>, log: Pick<Logger, 'info' | 'warn'>): Promise<'created' | 'updated'> {
+  const outcome = await ensureSchedule(client, log, CUSTOMER_RETENTION_SCHEDULE_ID, {
     spec: { intervals: [{ every: '1d' }] },
     action: action(config),
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },

@@ -44,10 +44,10 @@ function action(config: Pick<Config, 'temporal'>, input: KeyRotationInput): Sche
 /**
  * Creates the `key-rotation` schedule, or brings an existing one in line with the
  * configuration: every KEY_ROTATION_INTERVAL_DAYS, overlap policy skip. Safe to run on
- * every start, from any number of processes.
+ * every start, from any number of processes (see {@link ensureSchedule}).
  */
-export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'keyRotation'>, log: Pick<Logger, 'info'>): Promise<'created' | 'updated'> {
-  const outcome = await ensureSchedule(client, KEY_ROTATION_SCHEDULE_ID, {
+export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'keyRotation'>, log: Pick<Logger, 'info' | 'warn'>): Promise<'created' | 'updated'> {
+  const outcome = await ensureSchedule(client, log, KEY_ROTATION_SCHEDULE_ID, {
     spec: { intervals: [{ every: `${config.keyRotation.intervalDays}d` }] },
     action: action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` }),
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },

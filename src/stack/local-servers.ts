@@ -1,10 +1,11 @@
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import type { Config } from '../config/config';
+import { ownerDatabaseUrl, type Config } from '../config/config';
 import { devServerSearchAttributeArgs } from '../temporal/search-attributes';
 import { serverPath, type ServerName } from './servers';
 import { CODEC_PATH_PREFIX } from './ui-proxy';
 import { freePort, portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
+import { startTemporalServer } from './temporal-server';
 
 /** Every port variable of a local stack (`npm start`): the API, its servers and the codec server. */
 export const LOCAL_PORT_VARIABLES = [
@@ -34,8 +35,8 @@ export class PortInUseError extends Error {
 }
 
 interface PlannedServer {
-  /** The pinned binary to build first, if any. */
-  readonly build?: ServerName;
+  /** The pinned binaries to build first. */
+  readonly builds: readonly ServerName[];
   readonly label: string;
   readonly ports: readonly { port: number; variable: string; what: string }[];
 }
@@ -46,7 +47,7 @@ export function plannedServers(config: Config): PlannedServer[] {
   const dev = config.temporal.devServer;
   if (dev) {
     planned.push({
-      build: 'temporal',
+      builds: ['temporal'],
       label: 'Temporal dev server',
       ports: [
         { port: dev.port, variable: 'TEMPORAL_PORT', what: 'Temporal gRPC' },
@@ -56,11 +57,24 @@ export function plannedServers(config: Config): PlannedServer[] {
       ],
     });
   }
+  const full = config.temporal.fullServer;
+  if (full) {
+    planned.push({
+      // The CLI registers the namespace and search attributes.
+      builds: ['temporalServer', 'temporalSqlTool', 'temporal'],
+      label: 'Temporal server',
+      ports: [
+        { port: full.port, variable: 'TEMPORAL_PORT', what: 'Temporal gRPC' },
+        { port: full.httpPort, variable: 'TEMPORAL_HTTP_PORT', what: 'Temporal HTTP API' },
+        { port: full.metricsPort, variable: 'TEMPORAL_METRICS_PORT', what: 'Temporal metrics' },
+      ],
+    });
+  }
   if (config.kms.local) {
-    planned.push({ build: 'localKms', label: 'local-kms', ports: [{ port: config.kms.local.port, variable: 'KMS_PORT', what: 'local-kms' }] });
+    planned.push({ builds: ['localKms'], label: 'local-kms', ports: [{ port: config.kms.local.port, variable: 'KMS_PORT', what: 'local-kms' }] });
   }
   if (config.stripe.mock) {
-    planned.push({ build: 'stripeMock', label: 'stripe-mock', ports: [{ port: config.stripe.mock.port, variable: 'STRIPE_MOCK_PORT', what: 'stripe-mock' }] });
+    planned.push({ builds: ['stripeMock'], label: 'stripe-mock', ports: [{ port: config.stripe.mock.port, variable: 'STRIPE_MOCK_PORT', what: 'stripe-mock' }] });
   }
   return planned;
 }
@@ -100,6 +114,23 @@ export async function startLocalServers(config: Config, logDir: string): Promise
     });
     processes.push(temporal);
     starting.push(waitUntilReady(temporal, () => temporalAnswers(config.temporal.address, config.temporal.namespace), 60_000));
+  }
+
+  const full = config.temporal.fullServer;
+  if (full) {
+    const { server, sqlTool, cli } = full.executables;
+    starting.push(
+      startTemporalServer({
+        databaseUrl: ownerDatabaseUrl(config),
+        suffix: temporalDatabaseSuffix(config),
+        namespace: config.temporal.namespace,
+        toolsDir: config.toolsDir,
+        dir: path.join(config.dataDir, 'temporal-server'),
+        logDir,
+        ports: { frontend: full.port, http: full.httpPort, metrics: full.metricsPort },
+        env: { ...process.env, ...envWith('TEMPORAL_SERVER_PATH', server), ...envWith('TEMPORAL_SQL_TOOL_PATH', sqlTool), ...envWith('TEMPORAL_CLI_PATH', cli) },
+      }).then((temporal) => void processes.push(temporal.process)),
+    );
   }
 
   if (config.kms.local) {
@@ -194,6 +225,11 @@ function localKmsEnv(config: Config, port: number): NodeJS.ProcessEnv {
 
 /** The account id local-kms puts in its ARNs; nothing checks it. */
 const LOCAL_KMS_ACCOUNT_ID = '111122223333';
+
+/** `npm start`'s Temporal databases are named after Ledgerlock's: `temporal_<db>`, `temporal_visibility_<db>`. */
+export function temporalDatabaseSuffix(config: Pick<Config, 'databaseUrl'>): string {
+  return decodeURIComponent(new URL(ownerDatabaseUrl(config)).pathname.replace(/^\//, '')) || 'ledgerlock';
+}
 
 function envWith(variable: string, value: string | undefined): NodeJS.ProcessEnv {
   return value ? { ...process.env, [variable]: value } : process.env;

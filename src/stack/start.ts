@@ -13,7 +13,8 @@ import { bundleWorkflows } from '../worker/worker';
 import { superviseApp, type SupervisedApp } from './app-supervisor';
 import { acquireLock } from './lock';
 import { LEDGERLOCK_BIN } from './paths';
-import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
+import { assertPortsFree, plannedServers, startLocalServers, temporalDatabaseSuffix, type LocalServers } from './local-servers';
+import { temporalDatabaseNames } from './temporal-server';
 import { ensureServers } from './servers';
 import { CODEC_PATH_PREFIX, startUiProxy, type RunningUiProxy } from './ui-proxy';
 
@@ -62,7 +63,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
 
   try {
     const planned = plannedServers(config);
-    await ensureServers(config.toolsDir, { only: planned.flatMap((s) => (s.build ? [s.build] : [])) });
+    await ensureServers(config.toolsDir, { only: planned.flatMap((s) => s.builds) });
     await assertPortsFree([
       ...planned.flatMap((s) => s.ports),
       { port: config.api.port, variable: 'API_PORT', what: 'Ledgerlock API' },
@@ -152,7 +153,10 @@ function describeEndpoints(config: Config, apiUrl: string, codecUrl: string, uiU
     },
     { name: 'Codec server', where: uiUrl ? `${codecUrl} (for bearer tokens; the Web UI reaches it as ${uiUrl}${CODEC_PATH_PREFIX})` : `${codecUrl} (operators sign in at ${codecUrl}/login)` },
   ];
-  endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
+  const full = config.temporal.fullServer
+    ? `; full server on PostgreSQL, databases ${Object.values(temporalDatabaseNames(temporalDatabaseSuffix(config))).join(' and ')}, no Web UI`
+    : '';
+  endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace}${full})` });
   if (uiUrl) {
     endpoints.push({ name: 'Temporal Web UI', where: uiUrl });
     endpoints.push({ name: 'Operator sign-in', where: `${uiUrl}${CODEC_PATH_PREFIX}/login (a payload:decrypt token; then payloads decode in the Web UI)` });

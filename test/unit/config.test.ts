@@ -51,6 +51,17 @@ describe('loadConfig', () => {
     expect(config.temporal.devServer).toBeUndefined();
   });
 
+  it('runs the full Temporal server instead of the dev server with LEDGERLOCK_TEMPORAL=server, and neither when pointed at a cluster', () => {
+    expect(loadConfig({}).temporal.fullServer).toBeUndefined();
+    const full = loadConfig({ LEDGERLOCK_TEMPORAL: 'server', TEMPORAL_PORT: '17233', TEMPORAL_SERVER_PATH: '/opt/temporal-server' });
+    expect(full.temporal.devServer).toBeUndefined();
+    expect(full.temporal.fullServer).toEqual({ port: 17233, httpPort: 7243, metricsPort: 7244, executables: { server: '/opt/temporal-server' } });
+    expect(full.temporal.address).toBe('127.0.0.1:17233');
+    const cluster = loadConfig({ LEDGERLOCK_TEMPORAL: 'server', TEMPORAL_ADDRESS: 'temporal:7233' });
+    expect([cluster.temporal.devServer, cluster.temporal.fullServer]).toEqual([undefined, undefined]);
+    expect(() => loadConfig({ LEDGERLOCK_TEMPORAL: 'full' })).toThrow(/LEDGERLOCK_TEMPORAL/);
+  });
+
   it('names every invalid variable at once', () => {
     const problems = problemsOf({ API_PORT: '70000', DATABASE_URL: 'mysql://x', LOG_LEVEL: 'loud', TEMPORAL_ADDRESS: 'nohost' });
     expect(problems.map((p) => p.variable).sort()).toEqual(['API_PORT', 'DATABASE_URL', 'LOG_LEVEL', 'TEMPORAL_ADDRESS']);
