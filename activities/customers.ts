@@ -6,17 +6,19 @@ import type { DataKeys } from '../src/crypto/data-keys';
 import type { Envelope } from '../src/crypto/envelope';
 import { openProfile } from '../src/customers/customer-crypto';
 import { findCustomer, insertCustomer, markCustomerErased, setStripeCustomerId } from '../src/customers/customer-dal';
+import { retentionCandidates, retentionCutoff } from '../src/customers/customer-retention';
 import type { SealedCustomer } from '../src/customers/customer-types';
 import type { Db } from '../src/db/database';
 import { isResourceMissing, stripeFailure } from '../src/stripe/stripe-errors';
 import { ApplicationFailure } from '@temporalio/common';
+import { RETENTION_ERASURE_REASON } from '../workflows/customer-contracts';
 
 export interface CustomerActivityDeps {
   readonly db: Db;
   readonly envelope: Envelope;
   readonly dataKeys: DataKeys;
   readonly stripe: Stripe;
-  readonly config: Pick<Config, 'stripeSharedFields'>;
+  readonly config: Pick<Config, 'stripeSharedFields' | 'customerRetentionDays'>;
 }
 
 export interface StripeCustomerInput {
@@ -30,7 +32,7 @@ function customerMissing(customerId: string): ApplicationFailure {
 }
 
 /** Customer activities that stay inside our walls (database, KMS). */
-export function createCustomerActivities(deps: Pick<CustomerActivityDeps, 'db' | 'dataKeys'>) {
+export function createCustomerActivities(deps: Pick<CustomerActivityDeps, 'db' | 'dataKeys' | 'config'>) {
   return {
     /** Stores the already-sealed customer; storing it again is a no-op. */
     async storeCustomer(input: { readonly customer: SealedCustomer }): Promise<void> {
@@ -45,6 +47,31 @@ export function createCustomerActivities(deps: Pick<CustomerActivityDeps, 'db' |
       const destroyedKeyIds = await deps.dataKeys.destroyForCustomer(input.customerId);
       await markCustomerErased(deps.db, input.customerId);
       return { destroyedKeyIds };
+    },
+
+    /**
+     * The next page of customers past their retention period at `asOf` (CUSTOMER_RETENTION_DAYS,
+     * as this worker is configured), in id order. Each one's erasure request is audited here,
+     * before the workflow starts it, as DELETE /v1/customers/:id audits its own; a retried
+     * attempt finds the same entries by their keys.
+     */
+    async selectRetentionErasures(input: { readonly asOf: string; readonly afterId?: string; readonly limit: number }): Promise<{ customerIds: string[] }> {
+      const retentionDays = deps.config.customerRetentionDays;
+      const cutoff = retentionCutoff(new Date(input.asOf), retentionDays);
+      const candidates = await retentionCandidates(deps.db, { cutoff, limit: input.limit, ...(input.afterId === undefined ? {} : { afterId: input.afterId }) });
+      const workflowId = Context.current().info.workflowExecution?.workflowId ?? 'unknown';
+      for (const candidate of candidates) {
+        await appendAuditEntry(deps.db, {
+          idempotencyKey: `${workflowId}:customer.erasure_requested:${candidate.customerId}`,
+          actor: `workflow:${workflowId}`,
+          action: 'customer.erasure_requested',
+          subjectType: 'customer',
+          subjectId: candidate.customerId,
+          purpose: RETENTION_ERASURE_REASON,
+          details: { retentionDays, lastActivityAt: candidate.lastActivityAt.toISOString() },
+        });
+      }
+      return { customerIds: candidates.map((candidate) => candidate.customerId) };
     },
   };
 }

@@ -22,7 +22,7 @@ export interface ActivityDeps {
   readonly dataKeys: DataKeys;
   readonly envelope: Envelope;
   readonly stripe: Stripe;
-  readonly config: Pick<Config, 'stripeSharedFields' | 'dunning' | 'kms' | 'regions' | 'keyRotation'>;
+  readonly config: Pick<Config, 'stripeSharedFields' | 'dunning' | 'kms' | 'regions' | 'keyRotation' | 'customerRetentionDays' | 'dataKeyCache'>;
   readonly kms: KMSClient;
   /** Where dunning notices go; by default they are logged (template and opaque ids) and marked sent. */
   readonly noticeSender?: NoticeSender;

@@ -19,7 +19,7 @@ import { encryptionContext } from '../src/crypto/data-keys';
 import { mapKmsError } from '../src/crypto/kms-errors';
 import type { Db } from '../src/db/database';
 import type { RotationPlan, RotationTarget } from '../workflows/key-rotation-contracts';
-import { KEY_ROTATION_FAILURE } from '../workflows/key-rotation-contracts';
+import { GRACE_PERIOD_STAGE, KEY_ROTATION_FAILURE } from '../workflows/key-rotation-contracts';
 
 /**
  * Key rotation activities: KMS and PostgreSQL only, on the general task queue. Each is
@@ -32,7 +32,7 @@ import { KEY_ROTATION_FAILURE } from '../workflows/key-rotation-contracts';
 export interface KeyRotationDeps {
   readonly db: Db;
   readonly kms: Pick<KMSClient, 'send'>;
-  readonly config: Pick<Config, 'kms' | 'regions' | 'keyRotation'>;
+  readonly config: Pick<Config, 'kms' | 'regions' | 'keyRotation' | 'dataKeyCache'>;
 }
 
 /** Where a batch loop stands; heartbeated, so a retried activity resumes after it. */
@@ -54,42 +54,53 @@ export function createKeyRotationActivities(deps: KeyRotationDeps) {
   // Key ARNs throughout: KMS names the key of a GenerateDataKey or ReEncrypt by its ARN, and data_keys stores that.
   const targetKeyId = async (alias: string): Promise<string> => (await kms('DescribeKey', () => deps.kms.send(new DescribeKeyCommand({ KeyId: alias })))).KeyMetadata!.Arn!;
   const setStage = (rotationId: string, stage: string) => deps.db.updateTable('key_rotations').set({ stage }).where('id', '=', rotationId).execute();
+  /** Running rotations that promoted their keys and wait out their grace period: the next one may start, and ends it. */
+  const inGrace = async (except: string) =>
+    (await deps.db.selectFrom('key_rotations').select('id').where('status', '=', 'running').where('promoted_at', 'is not', null).where('id', '!=', except).orderBy('started_at').execute()).map((r) => r.id);
 
   return {
     /** What this rotation rotates (every region's master key and the payload codec's), pinned in the history. */
-    async planRotation(_input: Record<string, never> = {}): Promise<RotationPlan> {
+    async planRotation(input: { readonly emergency?: boolean } = {}): Promise<RotationPlan> {
       const targets: RotationTarget[] = [
         ...deps.config.regions.map((region) => ({ alias: masterKeyAlias(deps.config, region), purpose: 'region' as const, region })),
         { alias: codecKeyAlias(deps.config), purpose: 'codec' as const, region: null },
       ];
-      return { targets, graceSeconds: deps.config.keyRotation.graceSeconds, batchSize: deps.config.keyRotation.batchSize };
+      // A key suspected compromised stays decrypt-only only as long as a cached plaintext data key may live.
+      const emergencyGrace = Math.ceil(deps.config.dataKeyCache.maxAgeMs / 1000);
+      const graceSeconds = input.emergency ? Math.min(deps.config.keyRotation.graceSeconds, emergencyGrace) : deps.config.keyRotation.graceSeconds;
+      return { targets, graceSeconds, batchSize: deps.config.keyRotation.batchSize };
     },
 
     /** Records the rotation as running; refused (for good) while another one runs. */
-    async beginRotation(input: { readonly rotationId: string; readonly requestedBy: string }): Promise<void> {
-      const running = await deps.db.selectFrom('key_rotations').select(['id']).where('status', '=', 'running').executeTakeFirst();
-      if (running?.id === input.rotationId) return;
-      if (running) throw alreadyRunning(running.id);
-      try {
-        // Every active data key, all regions: what the progress counts against.
-        const total = await countActive(deps.db);
-        await deps.db.insertInto('key_rotations').values({ id: input.rotationId, status: 'running', stage: 'starting', requested_by: input.requestedBy, total_keys: total, failure: null, finished_at: null }).execute();
-      } catch (err) {
-        // Lost a race with another rotation starting at the same moment (or this one already finished).
-        const row = await deps.db.selectFrom('key_rotations').select(['id', 'status']).where((eb) => eb.or([eb('status', '=', 'running'), eb('id', '=', input.rotationId)])).executeTakeFirst();
-        if (row && row.id !== input.rotationId) throw alreadyRunning(row.id);
-        if (row?.id === input.rotationId && row.status !== 'running') {
-          throw ApplicationFailure.create({ type: KEY_ROTATION_FAILURE.alreadyFinished, nonRetryable: true, message: `rotation ${input.rotationId} has already finished` });
-        }
-        if (!row) throw err;
-      }
-    },
-
     /**
-     * Creates the new master key behind `alias` (not yet behind the alias) and records it
-     * as a pending version, with the current one as active if it was never recorded.
-     * Idempotent: a retry returns the key the first attempt created.
+     * Records the rotation as running, unless another one runs that has not promoted yet.
+     * Answers the promoted rotations still waiting out their grace period: this one ends them.
      */
+    async beginRotation(input: { readonly rotationId: string; readonly requestedBy: string }): Promise<{ graceToEnd: string[] }> {
+      const unpromoted = await deps.db.selectFrom('key_rotations').select(['id']).where('status', '=', 'running').where('promoted_at', 'is', null).executeTakeFirst();
+      if (unpromoted && unpromoted.id !== input.rotationId) throw alreadyRunning(unpromoted.id);
+      if (!unpromoted) {
+        try {
+          // Every active data key, all regions: what the progress counts against.
+          const total = await countActive(deps.db);
+          await deps.db.insertInto('key_rotations').values({ id: input.rotationId, status: 'running', stage: 'starting', requested_by: input.requestedBy, total_keys: total, failure: null, finished_at: null }).execute();
+        } catch (err) {
+          // Lost a race with another rotation starting at the same moment (or this one already exists).
+          const row = await deps.db
+            .selectFrom('key_rotations')
+            .select(['id', 'status'])
+            .where((eb) => eb.or([eb.and([eb('status', '=', 'running'), eb('promoted_at', 'is', null)]), eb('id', '=', input.rotationId)]))
+            .orderBy(sql`id = ${input.rotationId}`, 'desc')
+            .executeTakeFirst();
+          if (row && row.id !== input.rotationId) throw alreadyRunning(row.id);
+          if (row?.id === input.rotationId && row.status !== 'running') {
+            throw ApplicationFailure.create({ type: KEY_ROTATION_FAILURE.alreadyFinished, nonRetryable: true, message: `rotation ${input.rotationId} has already finished` });
+          }
+          if (!row) throw err;
+        }
+      }
+      return { graceToEnd: await inGrace(input.rotationId) };
+    },
     async createMasterKey(input: { readonly rotationId: string; readonly target: RotationTarget }): Promise<{ newKeyId: string; previousKeyId: string }> {
       const { alias, purpose, region } = input.target;
       await setStage(input.rotationId, `creating a master key for ${alias}`);
@@ -368,7 +379,9 @@ export function createKeyRotationActivities(deps: KeyRotationDeps) {
     },
 
     async setRotationStage(input: { readonly rotationId: string; readonly stage: string }): Promise<void> {
-      await setStage(input.rotationId, input.stage);
+      if (input.stage !== GRACE_PERIOD_STAGE) return void (await setStage(input.rotationId, input.stage));
+      // Promoted: from now on the next rotation may start.
+      await deps.db.updateTable('key_rotations').set({ stage: input.stage, promoted_at: sql`coalesce(promoted_at, now())` }).where('id', '=', input.rotationId).execute();
     },
   };
 }

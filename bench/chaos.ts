@@ -189,7 +189,7 @@ async function buildWorld(dataDir: string, toolsDir: string, databaseUrl: string
   const ports = await freeLocalPorts();
   const { KMS_PORT: kmsPort, STRIPE_MOCK_PORT: stripePort, API_PORT: apiPort, TEMPORAL_PORT: temporalPort } = ports;
   // The dev server keeps all its ports across restarts.
-  const temporalPorts = { TEMPORAL_PORT: temporalPort, TEMPORAL_UI_PORT: ports.TEMPORAL_UI_PORT, TEMPORAL_HTTP_PORT: ports.TEMPORAL_HTTP_PORT, TEMPORAL_METRICS_PORT: ports.TEMPORAL_METRICS_PORT };
+  const temporalPorts = { TEMPORAL_PORT: temporalPort, TEMPORAL_UI_PORT: ports.TEMPORAL_UI_PORT, TEMPORAL_UI_BACKEND_PORT: ports.TEMPORAL_UI_BACKEND_PORT, TEMPORAL_HTTP_PORT: ports.TEMPORAL_HTTP_PORT, TEMPORAL_METRICS_PORT: ports.TEMPORAL_METRICS_PORT };
   // The servers this world runs itself: a dev server (restartable on its port, its SQLite file kept), KMS, stripe-mock.
   const serversConfig = loadConfig({
     ...process.env,
@@ -229,6 +229,8 @@ async function buildWorld(dataDir: string, toolsDir: string, databaseUrl: string
     STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
     STRIPE_MAX_ACTIVITIES_PER_SECOND: '200',
     API_PORT: apiPort,
+    // A free one: a stack running beside the chaos run keeps 9464.
+    METRICS_PORT: '0',
     LOG_LEVEL: 'error',
     // Compressed for a bounded run: the relay retries Temporal at most a second apart, and a
     // rotation retires the old keys seconds after promotion.

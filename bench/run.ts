@@ -4,6 +4,7 @@ import { REPO_ROOT } from '../src/stack/paths';
 import { ensureServers } from '../src/stack/servers';
 import { dunningParkedBenchmark } from './benchmarks/dunning-parked';
 import { envelopeBenchmark } from './benchmarks/envelope';
+import { subscriptionSagaFullServerBenchmark, workflowRoundTripFullServerBenchmark } from './benchmarks/full-server';
 import { keyRotationBenchmark } from './benchmarks/key-rotation';
 import { roundTripBenchmark } from './benchmarks/roundtrip';
 import { startupBenchmark } from './benchmarks/startup';
@@ -26,6 +27,8 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'workflow-roundtrip': () => roundTripBenchmark(),
   'envelope-encryption': () => envelopeBenchmark(),
   'subscription-saga': () => subscriptionSagaBenchmark(),
+  'workflow-roundtrip-full-server': () => workflowRoundTripFullServerBenchmark(),
+  'subscription-saga-full-server': () => subscriptionSagaFullServerBenchmark(),
   webhooks: () => webhooksBenchmark(env),
   'dunning-parked': () => dunningParkedBenchmark(),
   'key-rotation': () => keyRotationBenchmark(),

@@ -11,6 +11,7 @@ import { startConfiguredCheckpointer } from './audit/audit-checkpoints';
 import { assertLeastPrivilege } from './db/least-privilege';
 import { createAuditRouter } from './audit/audit-routes';
 import { ensureKeyRotationSchedule } from './keys/key-rotation-service';
+import { ensureRetentionSchedule } from './customers/customer-retention';
 import { createKeyRotationRouter } from './keys/key-rotation-routes';
 import { ensureLocalSigningKey } from './auth/signing-keys';
 import { createTokenVerifier } from './auth/tokens';
@@ -56,10 +57,11 @@ export async function startWorker(
   workflowBundle?: WorkflowBundleOption,
 ): Promise<Running> {
   await assertLeastPrivilege(services.db, log);
-  // The rotation schedule exists wherever workers run; creating it again only updates it.
+  // The rotation and retention schedules exist wherever workers run; creating them again only updates them.
   const client = await connectClient(config, services.dataConverter);
   try {
     await ensureKeyRotationSchedule(client, config, log);
+    await ensureRetentionSchedule(client, config, log);
   } finally {
     await client.connection.close();
   }

@@ -1,8 +1,10 @@
-import { proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { continueAsNew, ParentClosePolicy, proxyActivities, startChild, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { createAuditActivities } from '../activities/audit';
 import type { createCustomerActivities, createStripeCustomerActivities } from '../activities/customers';
 import type { SealedCustomer } from '../src/customers/customer-types';
 import { LOCAL_STEP, stripeStep } from './activity-options';
+import { erasureWorkflowId, RETENTION_ERASURE_REASON, type CustomerRetentionInput, type CustomerRetentionResult } from './customer-contracts';
 import { Saga } from './saga';
 
 type CustomerActivities = ReturnType<typeof createCustomerActivities>;
@@ -97,4 +99,49 @@ export async function eraseCustomerWorkflow(input: EraseCustomerInput): Promise<
     details: { dataKeysDestroyed: destroyedKeyIds.length, stripeCustomerDeleted: deleted },
   });
   return { dataKeysDestroyed: destroyedKeyIds.length, stripeCustomerDeleted: deleted };
+}
+
+/** Customers asked of the database at a time (by default), and pages per run before continuing as new. */
+const RETENTION_PAGE_SIZE = 100;
+const RETENTION_PAGES_PER_RUN = 10;
+const RETENTION_MAX_PAGE_SIZE = 1_000;
+
+/**
+ * Erases every customer past their retention period, through the same erasure workflow
+ * (and workflow id) as DELETE /v1/customers/:id, with the reason `retention`. The erasures
+ * are started, not awaited: each one runs, retries and is watched on its own, and outlives
+ * this workflow. A customer whose erasure already runs or has run is left to it. The cutoff
+ * is fixed when the run begins and kept across continue-as-new.
+ */
+export async function customerRetentionWorkflow(input: CustomerRetentionInput): Promise<CustomerRetentionResult> {
+  const pageSize = input.pageSize ?? RETENTION_PAGE_SIZE;
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > RETENTION_MAX_PAGE_SIZE) {
+    throw ApplicationFailure.create({ type: 'InvalidRetentionInput', nonRetryable: true, message: `pageSize must be a whole number from 1 to ${RETENTION_MAX_PAGE_SIZE}` });
+  }
+  if (input.asOf !== undefined && Number.isNaN(Date.parse(input.asOf))) {
+    throw ApplicationFailure.create({ type: 'InvalidRetentionInput', nonRetryable: true, message: 'asOf must be an ISO 8601 time' });
+  }
+  const asOf = input.asOf ?? new Date().toISOString();
+  let afterId = input.afterId;
+  let erasuresStarted = input.erasuresStarted ?? 0;
+  for (let page = 0; page < RETENTION_PAGES_PER_RUN; page++) {
+    const { customerIds } = await local.selectRetentionErasures({ asOf, limit: pageSize, ...(afterId === undefined ? {} : { afterId }) });
+    for (const customerId of customerIds) {
+      try {
+        await startChild(eraseCustomerWorkflow, {
+          workflowId: erasureWorkflowId(customerId),
+          // As DELETE does: a failed erasure is run again, a completed one never.
+          workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          args: [{ customerId, requestedBy: input.requestedBy, reason: RETENTION_ERASURE_REASON }],
+        });
+        erasuresStarted++;
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      }
+    }
+    if (customerIds.length < pageSize) return { asOf, erasuresStarted };
+    afterId = customerIds.at(-1);
+  }
+  return continueAsNew<typeof customerRetentionWorkflow>({ ...input, asOf, erasuresStarted, ...(afterId === undefined ? {} : { afterId }) });
 }

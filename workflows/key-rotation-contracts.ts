@@ -1,4 +1,4 @@
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
 
 /** The key-rotation saga's contract. Persisted in histories: append only, never rename. */
 
@@ -16,10 +16,23 @@ export interface RotationPlan {
   readonly batchSize: number;
 }
 
+/**
+ * Why a rotation runs out of turn. `suspected compromise` (PCI DSS v4.0 3.7.5) is an
+ * emergency: it may start while another rotation waits out its grace period, and the key
+ * it replaces stays decrypt-only only for DATA_KEY_CACHE_MAX_AGE_SECONDS.
+ */
+export const ROTATION_REASONS = ['suspected compromise'] as const;
+export type RotationReason = (typeof ROTATION_REASONS)[number];
+
 export interface KeyRotationInput {
   /** Service identity or operator that asked (audit actor); the schedule says `schedule:key-rotation`. */
   readonly requestedBy: string;
+  /** Absent for a routine rotation. */
+  readonly reason?: RotationReason;
 }
+
+/** The database's stage of a rotation that promoted its keys and waits out its grace period. */
+export const GRACE_PERIOD_STAGE = 'grace period';
 
 export type RotationStage = 'planning' | 'creating' | 'rewrapping' | 'verifying' | 'promoting' | 'grace' | 'retiring' | 'completed' | 'compensating' | 'failed';
 
@@ -42,6 +55,10 @@ export interface RotationProgress {
   /** Unix ms when the old keys are due for retirement, during the grace period. */
   readonly retireAt: number | null;
   readonly failure: string | null;
+  /** Why it ran out of turn; null (or absent, before emergencies existed) for a routine rotation. */
+  readonly reason?: RotationReason | null;
+  /** The rotation whose start ended this one's grace period early, if one did. */
+  readonly graceEndedBy?: string | null;
 }
 
 export const KEY_ROTATION_FAILURE = {
@@ -55,3 +72,17 @@ export const KEY_ROTATION_FAILURE = {
 export const KEY_ROTATION_SCHEDULE_ID = 'key-rotation';
 
 export const rotationProgressQuery = defineQuery<RotationProgress>('rotationProgress');
+
+/**
+ * Sent by a rotation that starts while this one waits out its grace period: the old keys
+ * are retired now (if nothing references them), since they are about to be two keys old.
+ */
+export const endGraceSignal = defineSignal<[{ readonly byRotationId: string }]>('endGrace');
+
+/** Patches of the rotation workflow (histories recorded before them replay without). */
+export const ROTATION_PATCHES = {
+  /** A starting rotation ends the grace periods of the promoted rotations still running. */
+  endsEarlierGrace: 'rotation-ends-earlier-grace',
+  /** The grace period waits on a timer or on `endGrace`, whichever comes first. */
+  graceEndsEarly: 'rotation-grace-ends-early',
+} as const;

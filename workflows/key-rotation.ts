@@ -1,10 +1,25 @@
-import { ActivityFailure, ApplicationFailure, CancellationScope, proxyActivities, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  getExternalWorkflowHandle,
+  patched,
+  proxyActivities,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { createAuditActivities } from '../activities/audit';
 import type { createKeyRotationActivities } from '../activities/key-rotation';
 import type { AuditDetails } from '../src/audit/audit-types';
 import { LOCAL_RETRY, LOCAL_STEP } from './activity-options';
 import {
+  endGraceSignal,
+  GRACE_PERIOD_STAGE,
   KEY_ROTATION_FAILURE,
+  ROTATION_PATCHES,
+  ROTATION_REASONS,
   rotationProgressQuery,
   type KeyRotationInput,
   type RotationPlan,
@@ -35,20 +50,34 @@ const batches = proxyActivities<Activities>({
  * period, retirement of the old keys unless something still references them. No data row
  * is re-encrypted: the cost grows with the number of data keys, not with the data.
  *
- * One rotation at a time: a second one fails at once with KeyRotationAlreadyRunning.
+ * One rotation at a time until it promotes: a second one fails at once with
+ * KeyRotationAlreadyRunning. Once promoted, a rotation only waits out its grace period, and
+ * the next one may start: it ends that grace (`endGrace`), so the keys two rotations old are
+ * retired at once. An emergency rotation (`reason: 'suspected compromise'`) keeps the key it
+ * replaces decrypt-only only for DATA_KEY_CACHE_MAX_AGE_SECONDS (the plan's grace).
  * Every step is audited with key ids, never key material.
  */
 export async function keyRotationWorkflow(input: KeyRotationInput): Promise<RotationProgress> {
   if (typeof input !== 'object' || input === null || typeof input.requestedBy !== 'string' || input.requestedBy === '' || input.requestedBy.length > 200) {
     throw ApplicationFailure.create({ type: KEY_ROTATION_FAILURE.invalidInput, nonRetryable: true, message: 'requestedBy must be a service identity' });
   }
+  if (input.reason !== undefined && !(ROTATION_REASONS as readonly unknown[]).includes(input.reason)) {
+    throw ApplicationFailure.create({ type: KEY_ROTATION_FAILURE.invalidInput, nonRetryable: true, message: `reason must be one of: ${ROTATION_REASONS.join(', ')}` });
+  }
+  const reason = input.reason ?? null;
   const rotationId = workflowInfo().workflowId;
   let stage: RotationStage = 'planning';
   let retireAt: number | null = null;
   let failure: string | null = null;
+  let graceEndedBy: string | null = null;
   const progress = new Map<string, RotationTargetProgress>();
   const update = (alias: string, change: Partial<RotationTargetProgress>) => progress.set(alias, { ...progress.get(alias)!, ...change });
-  setHandler(rotationProgressQuery, () => ({ rotationId, stage, targets: [...progress.values()], retireAt, failure }));
+  const view = (): RotationProgress => ({ rotationId, stage, targets: [...progress.values()], retireAt, failure, reason, graceEndedBy });
+  setHandler(rotationProgressQuery, view);
+  setHandler(endGraceSignal, ({ byRotationId }) => {
+    // Only a grace under way can end early; a signal at any other stage changes nothing.
+    if (stage === 'grace' && graceEndedBy === null && typeof byRotationId === 'string' && byRotationId !== rotationId) graceEndedBy = byRotationId;
+  });
 
   const audit = (step: string, details: AuditDetails) =>
     local.recordAudit({
@@ -60,12 +89,27 @@ export async function keyRotationWorkflow(input: KeyRotationInput): Promise<Rota
       details: { step, ...details },
     });
 
-  await local.beginRotation({ rotationId, requestedBy: input.requestedBy });
-  const plan: RotationPlan = await local.planRotation({});
+  // Before emergencies, beginRotation answered nothing and the plan took no input.
+  const begun = await local.beginRotation({ rotationId, requestedBy: input.requestedBy });
+  const graceToEnd = patched(ROTATION_PATCHES.endsEarlierGrace) ? (begun?.graceToEnd ?? []) : [];
+  const plan: RotationPlan = await local.planRotation(reason ? { emergency: true } : {});
   for (const target of plan.targets) {
     progress.set(target.alias, { alias: target.alias, region: target.region, newKeyId: null, previousKeyId: null, rewrapped: 0, verified: 0, promoted: false, retirement: 'pending' });
   }
-  await audit('started', { targets: plan.targets.map((t) => t.alias).join(','), graceSeconds: plan.graceSeconds });
+  await audit('started', {
+    targets: plan.targets.map((t) => t.alias).join(','),
+    graceSeconds: plan.graceSeconds,
+    ...(reason ? { reason } : {}),
+    ...(graceToEnd.length ? { endsGraceOf: graceToEnd.join(',') } : {}),
+  });
+  // The keys those rotations replaced are about to be two generations old: retire them now.
+  for (const earlier of graceToEnd) {
+    try {
+      await getExternalWorkflowHandle(earlier).signal(endGraceSignal, { byRotationId: rotationId });
+    } catch {
+      // It has finished meanwhile: its grace is over anyway.
+    }
+  }
 
   const saga = new Saga();
   const keys = new Map<string, { newKeyId: string; previousKeyId: string }>();
@@ -127,9 +171,15 @@ export async function keyRotationWorkflow(input: KeyRotationInput): Promise<Rota
 
   // Old keys stay decrypt-only for the grace period: payloads and caches written under them stay readable.
   stage = 'grace';
-  await local.setRotationStage({ rotationId, stage: 'grace period' });
+  await local.setRotationStage({ rotationId, stage: GRACE_PERIOD_STAGE });
   retireAt = Date.now() + plan.graceSeconds * 1000;
-  if (plan.graceSeconds > 0) await sleep(plan.graceSeconds * 1000);
+  if (patched(ROTATION_PATCHES.graceEndsEarly)) {
+    // Ended early by the next rotation's start, or run to its end.
+    if (plan.graceSeconds > 0) await condition(() => graceEndedBy !== null, plan.graceSeconds * 1000);
+    if (graceEndedBy !== null) await audit('grace-ended', { byRotationId: graceEndedBy });
+  } else if (plan.graceSeconds > 0) {
+    await sleep(plan.graceSeconds * 1000);
+  }
 
   stage = 'retiring';
   for (const target of plan.targets) {
@@ -142,7 +192,7 @@ export async function keyRotationWorkflow(input: KeyRotationInput): Promise<Rota
   retireAt = null;
   await local.finishRotation({ rotationId, status: 'completed' });
   await audit('completed', {});
-  return { rotationId, stage, targets: [...progress.values()], retireAt, failure };
+  return view();
 }
 
 function describe(err: unknown): string {

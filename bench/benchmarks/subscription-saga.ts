@@ -6,7 +6,7 @@ import { WorkflowContinuedAsNewError, type Client } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { tsToMs } from '@temporalio/common/lib/time';
 import { bundleWorkflowCode, Worker } from '@temporalio/worker';
-import { loadConfig } from '../../src/config/config';
+import { loadConfig, type Config } from '../../src/config/config';
 import { createLogger } from '../../src/log';
 import { startApi } from '../../src/runtime';
 import { createServices } from '../../src/services';
@@ -57,29 +57,12 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
       LOG_LEVEL: 'error',
     }),
   );
-  const quiet = createLogger('error');
   const closers: (() => Promise<unknown>)[] = [];
   try {
-    // What test/support/runtime.ts's startTestApi and createTestWorkers do (that module
-    // imports vitest, so it cannot load here): the real API and the real workers, in-process,
-    // each with services of its own.
-    const apiServices = createServices(config, quiet);
-    closers.push(() => apiServices.close());
-    const api = await startApi(config, quiet, apiServices);
-    closers.push(() => api.stop());
-    const workerServices = createServices(config, quiet);
-    closers.push(() => workerServices.close());
-    const workerConnection = await connectWorker(config);
-    closers.push(() => workerConnection.close());
-    const sagaWorkers = await createWorkers({
-      config,
-      workflowBundle: await bundleWorkflows(),
-      connection: workerConnection,
-      dataConverter: workerServices.dataConverter,
-      deps: { identity: 'bench-saga-worker', ...workerServices, config },
-    });
-    const client = await connectClient(config, apiServices.dataConverter);
-    closers.push(() => client.connection.close());
+    const rig = await startSagaRig(config, runTag);
+    closers.push(() => rig.close());
+    const { client, workers: sagaWorkers, runSagas, checkActive } = rig;
+    const workerServices = rig.workerServices;
 
     // The baseline's own workers and bundle: its workflow is not a production workflow.
     const bareQueue = `bench-bare-${runTag}`;
@@ -98,43 +81,7 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
       await Worker.create({ ...bareCommon, taskQueue: `${bareQueue}${STRIPE_QUEUE_SUFFIX}`, maxTaskQueueActivitiesPerSecond: STRIPE_CAP }),
     ];
 
-    const token = await tokenFor(config, 'bench-saga', ['subscriptions:write', 'subscriptions:read']);
-    let sagaCounter = 0;
     let bareCounter = 0;
-
-    const runSagas = async (total: number): Promise<Round> => {
-      const latenciesMs: number[] = [];
-      const postMs: number[] = [];
-      const workflowIds: string[] = [];
-      const seconds = await runConcurrently(total, CONCURRENCY, async () => {
-        const i = sagaCounter++;
-        const started = performance.now();
-        const res = await fetch(`${api.url}/v1/subscriptions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': `bench-${runTag}-${i}` },
-          body: JSON.stringify({
-            customer: { email: `bench-${i}@example.com`, name: `Bench Customer ${i}`, country: 'DE' },
-            priceId: 'price_bench',
-            paymentMethodId: 'pm_card_visa',
-          }),
-        });
-        if (res.status !== 202) throw new Error(`POST /v1/subscriptions answered ${res.status}: ${await res.text()}`);
-        const { workflowId } = (await res.json()) as { workflowId: string };
-        postMs.push(performance.now() - started);
-        await untilActive(client, workflowId);
-        latenciesMs.push(performance.now() - started);
-        workflowIds.push(workflowId);
-      });
-      return { seconds, latenciesMs, postMs, workflowIds };
-    };
-    /** Outside the clock (and the CPU count): every saga of a round answers active, as GET /v1/subscriptions/:id would. */
-    const checkActive = async (round: Round): Promise<Round> => {
-      for (const workflowId of round.workflowIds) {
-        const view: SubscriptionView = await client.workflow.getHandle(workflowId).query(subscriptionStateQuery);
-        if (view.status !== 'active') throw new Error(`${workflowId} is ${view.status} after its saga`);
-      }
-      return round;
-    };
 
     const runBare = async (total: number, input: BareSagaInput): Promise<Round> => {
       const latenciesMs: number[] = [];
@@ -254,6 +201,88 @@ export async function subscriptionSagaBenchmark(): Promise<BenchResult> {
     await stop();
   }
 }
+
+/**
+ * The real API and the real workers in this process, with services of their own (what
+ * test/support/runtime.ts's startTestApi and createTestWorkers do; that module imports
+ * vitest, so it cannot load here), against the Temporal `config` names; `runSagas` creates
+ * subscriptions through POST /v1/subscriptions and waits until each is active.
+ */
+export async function startSagaRig(config: Config, runTag: string) {
+  const quiet = createLogger('error');
+  const closers: (() => Promise<unknown>)[] = [];
+  try {
+    const apiServices = createServices(config, quiet);
+    closers.push(() => apiServices.close());
+    const api = await startApi(config, quiet, apiServices);
+    closers.push(() => api.stop());
+    const workerServices = createServices(config, quiet);
+    closers.push(() => workerServices.close());
+    const workerConnection = await connectWorker(config);
+    closers.push(() => workerConnection.close());
+    const sagaWorkers = await createWorkers({
+      config,
+      workflowBundle: await bundleWorkflows(),
+      connection: workerConnection,
+      dataConverter: workerServices.dataConverter,
+      deps: { identity: 'bench-saga-worker', ...workerServices, config },
+    });
+    const client = await connectClient(config, apiServices.dataConverter);
+    closers.push(() => client.connection.close());
+    const token = await tokenFor(config, 'bench-saga', ['subscriptions:write', 'subscriptions:read']);
+    let sagaCounter = 0;
+
+    const runSagas = async (total: number): Promise<Round> => {
+      const latenciesMs: number[] = [];
+      const postMs: number[] = [];
+      const workflowIds: string[] = [];
+      const seconds = await runConcurrently(total, CONCURRENCY, async () => {
+        const i = sagaCounter++;
+        const started = performance.now();
+        const res = await fetch(`${api.url}/v1/subscriptions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': `bench-${runTag}-${i}` },
+          body: JSON.stringify({
+            customer: { email: `bench-${i}@example.com`, name: `Bench Customer ${i}`, country: 'DE' },
+            priceId: 'price_bench',
+            paymentMethodId: 'pm_card_visa',
+          }),
+        });
+        if (res.status !== 202) throw new Error(`POST /v1/subscriptions answered ${res.status}: ${await res.text()}`);
+        const { workflowId } = (await res.json()) as { workflowId: string };
+        postMs.push(performance.now() - started);
+        await untilActive(client, workflowId);
+        latenciesMs.push(performance.now() - started);
+        workflowIds.push(workflowId);
+      });
+      return { seconds, latenciesMs, postMs, workflowIds };
+    };
+    /** Outside the clock (and the CPU count): every saga of a round answers active, as GET /v1/subscriptions/:id would. */
+    const checkActive = async (round: Round): Promise<Round> => {
+      for (const workflowId of round.workflowIds) {
+        const view: SubscriptionView = await client.workflow.getHandle(workflowId).query(subscriptionStateQuery);
+        if (view.status !== 'active') throw new Error(`${workflowId} is ${view.status} after its saga`);
+      }
+      return round;
+    };
+
+    return {
+      client,
+      workers: sagaWorkers,
+      workerServices,
+      runSagas,
+      checkActive,
+      async close() {
+        for (const close of closers.reverse()) await close().catch((err) => console.error('teardown:', err));
+      },
+    };
+  } catch (err) {
+    for (const close of closers.reverse()) await close().catch(() => undefined);
+    throw err;
+  }
+}
+
+export type SagaRound = Round;
 
 /**
  * Resolves once the creation saga of `workflowId` has activated the subscription: its run

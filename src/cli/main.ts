@@ -19,11 +19,13 @@ import { PortInUseError } from '../stack/local-servers';
 import { StartupError } from '../stack/process';
 import { ensureServers, SetupError } from '../stack/servers';
 import { SUBSCRIPTION_ID_PATTERN } from '../../workflows/subscription-contracts';
+import { GRACE_PERIOD_STAGE } from '../../workflows/key-rotation-contracts';
 import { formatEndpoints, startStack } from '../stack/start';
 import { createStripe } from '../stripe/stripe-client';
 import { isTriggerEventType, TRIGGER_EVENT_TYPES, triggerStripeEvent, TriggerError } from '../webhooks/trigger';
 import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '../keys/key-rotation-service';
 import { progressLine } from '../keys/progress-bar';
+import { retentionPlan } from '../customers/customer-retention';
 import { connectClient } from '../temporal/connection';
 import { installTemporalRuntime } from '../temporal/runtime-telemetry';
 import { databaseGauges } from '../metrics/db-gauges';
@@ -45,10 +47,16 @@ Commands:
   token --sub <identity> --scopes <a,b,...> [--ttl <seconds>]
                            print an API token signed with the data folder's key
                            (local use only; ttl default 3600)
-  keys rotate [--wait-retirement]
+  keys rotate [--wait-retirement] [--emergency]
                            rotate every master key now and show its progress until the
                            new keys are promoted (or, with --wait-retirement, until the
-                           old ones are retired after the grace period)
+                           old ones are retired after the grace period); --emergency for
+                           a key suspected compromised: runs even while an earlier
+                           rotation waits out its grace, and retires the replaced keys
+                           after DATA_KEY_CACHE_MAX_AGE_SECONDS
+  retention plan           list the customers the next \`customer-retention\` run would erase
+                           (CUSTOMER_RETENTION_DAYS after their last subscription ended);
+                           opaque ids only, nothing is erased
   stripe trigger <event-type> --subscription <sub_ll_…> [--invoice <in_…>]
                  [--payment-method <pm_…>] [--api <url>]
                            post a signed Stripe event about a subscription to the local
@@ -56,7 +64,7 @@ Commands:
 `;
 
 /** The commands `main` understands; docker-compose.yml's services run these. */
-export const COMMANDS = ['codec-server', 'start', 'app', 'setup', 'migrate', 'worker', 'api', 'token', 'audit', 'stripe', 'keys', 'help'] as const;
+export const COMMANDS = ['codec-server', 'start', 'app', 'setup', 'migrate', 'worker', 'api', 'token', 'audit', 'stripe', 'keys', 'retention', 'help'] as const;
 
 class UsageError extends Error {
   override name = 'UsageError';
@@ -102,6 +110,8 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
       return stripeCommand(args);
     case 'keys':
       return keysCommand(args);
+    case 'retention':
+      return retentionCommand(args);
     case undefined:
     case 'help':
     case '--help':
@@ -220,6 +230,24 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenPar
     if (process.send) process.on('disconnect', () => onSignal('supervisor gone'));
     if (options.whenParentGone) onParentGone(() => onSignal('parent gone'));
   });
+}
+
+/** `retention plan`: the dry run of the `customer-retention` schedule, from the same query its workflow pages through. */
+async function retentionCommand(args: string[]): Promise<void> {
+  if (args.length !== 1 || args[0] !== 'plan') throw new UsageError(`expected retention plan\n\n${USAGE}`);
+  const { config } = setUp();
+  const db = createDb(config.databaseAppUrl, { max: 1 });
+  try {
+    const { cutoff, candidates } = await retentionPlan(db, new Date(), config.customerRetentionDays);
+    const lines = [
+      `retention plan: CUSTOMER_RETENTION_DAYS=${config.customerRetentionDays}, business ended before ${cutoff.toISOString()}`,
+      ...candidates.map((c) => `${c.customerId}\t${c.region}\tlast activity ${c.lastActivityAt.toISOString()}`),
+      `${candidates.length} customer${candidates.length === 1 ? '' : 's'} would be erased`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  } finally {
+    await db.destroy();
+  }
 }
 
 async function migrateCommand(direction: string): Promise<void> {
@@ -349,10 +377,10 @@ async function stripeCommand(args: string[]): Promise<void> {
  * ends. Exits 1 when the rotation fails (it has then undone itself).
  */
 async function keysCommand(args: string[]): Promise<void> {
-  let values: { 'wait-retirement'?: boolean };
+  let values: { 'wait-retirement'?: boolean; emergency?: boolean };
   let positionals: string[];
   try {
-    ({ values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'wait-retirement': { type: 'boolean' } } }));
+    ({ values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'wait-retirement': { type: 'boolean' }, emergency: { type: 'boolean' } } }));
   } catch (err) {
     throw new UsageError(`${errorMessage(err)}\n\n${USAGE}`);
   }
@@ -361,7 +389,7 @@ async function keysCommand(args: string[]): Promise<void> {
   const services = createServices(config, log);
   const client = await connectClient(config, services.dataConverter);
   try {
-    const rotationId = await startKeyRotation(client, services.db, config, `operator:${os.userInfo().username}`);
+    const rotationId = await startKeyRotation(client, services.db, config, `operator:${os.userInfo().username}`, values.emergency ? 'suspected compromise' : undefined);
     process.stdout.write(`key rotation ${rotationId} started\n`);
     const tty = process.stderr.isTTY;
     let last = '';
@@ -371,7 +399,7 @@ async function keysCommand(args: string[]): Promise<void> {
         const line = progressLine(status);
         if (line !== last) process.stderr.write(tty ? `\r${line.padEnd(last.length)}` : `${line}\n`);
         last = line;
-        const promoted = status.stage === 'grace period' && !values['wait-retirement'];
+        const promoted = status.stage === GRACE_PERIOD_STAGE && !values['wait-retirement'];
         if (status.status !== 'running' || promoted) {
           if (tty) process.stderr.write('\n');
           if (status.status === 'failed') {

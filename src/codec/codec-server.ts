@@ -224,9 +224,10 @@ function escapeHtml(text: string): string {
 }
 
 function loginPage(error?: string): string {
+  // A relative action posts back to wherever this page is served: /login here, /codec/login through the Web UI's proxy.
   return `<!doctype html><title>Ledgerlock codec sign-in</title>
 <h1>Decrypt payloads in the Temporal Web UI</h1>
 ${error ? `<p role="alert">${escapeHtml(error)}</p>` : ''}
 <p>Paste a token with the <code>payload:decrypt</code> scope (<code>npx ledgerlock token --sub you@ops --scopes payload:decrypt</code>).</p>
-<form method="post" action="/login"><textarea name="token" rows="6" cols="80" required></textarea><br><button type="submit">Sign in</button></form>`;
+<form method="post" action="login"><textarea name="token" rows="6" cols="80" required></textarea><br><button type="submit">Sign in</button></form>`;
 }

@@ -39,15 +39,20 @@ export const ENV_DOCS = {
   TEMPORAL_NAMESPACE: 'Temporal namespace (default `default`)',
   TEMPORAL_TASK_QUEUE: 'task queue of workflows and general activities (default `ledgerlock`)',
   WORKER_MAX_CACHED_WORKFLOWS: 'workflows a worker keeps in memory between tasks (default 1000); the rest replay from history when they wake, so memory stays bounded however many campaigns wait on timers',
-  TEMPORAL_PORT: 'local dev server gRPC port (default 7233)',
-  TEMPORAL_UI_PORT: 'local dev server Web UI port (default 8233)',
-  TEMPORAL_HTTP_PORT: 'local dev server HTTP API port (default 7243)',
-  TEMPORAL_METRICS_PORT: 'local dev server `/metrics` port (default 7244)',
+  LEDGERLOCK_TEMPORAL: 'the Temporal `npm start` runs when TEMPORAL_ADDRESS is unset: `dev` (default), the CLI\'s dev server on SQLite; `server`, the full Temporal server on PostgreSQL (databases `temporal_<db>` and `temporal_visibility_<db>` beside DATABASE_URL\'s `<db>`), set up as docker-compose does',
+  TEMPORAL_PORT: 'local Temporal (dev or full server) gRPC port (default 7233)',
+  TEMPORAL_UI_HOST: 'address the local Web UI (the proxy serving the dev server\'s Web UI and the codec server on one origin) binds to (default `127.0.0.1`)',
+  TEMPORAL_UI_PORT: 'local Web UI port, where operators open it (default 8233): the proxy serving the dev server\'s Web UI and the codec server on one origin (the full server has no UI)',
+  TEMPORAL_UI_BACKEND_PORT: 'loopback port of the dev server\'s own Web UI, behind that proxy (default 8234)',
+  TEMPORAL_HTTP_PORT: 'local Temporal HTTP API port (default 7243)',
+  TEMPORAL_METRICS_PORT: 'local Temporal `/metrics` port (default 7244)',
   TEMPORAL_TLS_CERT: 'client certificate (PEM file) for mTLS to Temporal',
   TEMPORAL_TLS_KEY: 'client key (PEM file) for mTLS to Temporal',
   TEMPORAL_TLS_CA: 'CA bundle (PEM file) that signed the Temporal server certificate; set alone, the connection uses TLS without a client certificate',
   TEMPORAL_API_KEY: 'API key for Temporal Cloud (or a server that authorises API keys), sent as a bearer token; the connection then always uses TLS. Production needs it or the mTLS pair',
   TEMPORAL_CLI_PATH: 'use this `temporal` binary instead of building the pinned one',
+  TEMPORAL_SERVER_PATH: 'use this `temporal-server` binary (LEDGERLOCK_TEMPORAL=server) instead of building the pinned one',
+  TEMPORAL_SQL_TOOL_PATH: 'use this `temporal-sql-tool` binary (LEDGERLOCK_TEMPORAL=server) instead of building the pinned one',
   STRIPE_SECRET_KEY: 'Stripe secret key; when set without STRIPE_API_URL, real Stripe is used (required in production)',
   STRIPE_API_URL: 'Stripe API base URL (local default: the embedded stripe-mock)',
   STRIPE_WEBHOOK_SECRET: 'Stripe webhook endpoint secrets (`whsec_…`), comma-separated: add the new one before rolling the endpoint\'s secret, remove the old one after (required in production; locally one is generated into the data folder)',
@@ -70,7 +75,7 @@ export const ENV_DOCS = {
   CODEC_PORT: 'codec server port for the Temporal Web UI (default 8888)',
   METRICS_HOST: 'address the Prometheus `/metrics` listener of every process binds to (default `127.0.0.1`); never the API listener',
   METRICS_PORT: 'port of that listener (default 9464; 0 picks a free one, printed in the `metrics listening` log line)',
-  CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the dev server UI)',
+  CODEC_CORS_ORIGINS: 'Web UI origins allowed to call the codec server, comma-separated (local default: the local Web UI\'s origin on `TEMPORAL_UI_PORT`, 127.0.0.1 and localhost)',
   DATA_KEY_CACHE_MAX_AGE_SECONDS: 'how long a plaintext data key may stay in memory (default 300)',
   DATA_KEY_CACHE_MAX_USES: 'how many encryptions or decryptions a cached data key may serve (default 10000)',
   DATA_KEY_CACHE_MAX_ENTRIES: 'how many plaintext data keys a process holds at once, least recently used evicted first (default 10000)',
@@ -82,6 +87,7 @@ export const ENV_DOCS = {
   KEY_ROTATION_INTERVAL_DAYS: 'days between scheduled master key rotations (default 90, the cryptoperiod; the `key-rotation` schedule is created or updated at start)',
   KEY_ROTATION_GRACE_SECONDS: 'how long an old master key stays decrypt-only after a rotation before it is retired (default 604800 = 7 days; at least DATA_KEY_CACHE_MAX_AGE_SECONDS; old codec keys are never retired automatically)',
   KEY_ROTATION_BATCH_SIZE: 'data keys re-wrapped and verified per batch, each batch heartbeating its cursor (default 200)',
+  CUSTOMER_RETENTION_DAYS: 'days after a customer\'s last subscription ended (or, with none, after registration) before the daily `customer-retention` schedule erases them (default 730: past the longest card dispute window of 540 days)',
   AUDIT_CHECKPOINT_DIR: 'append-only folder the workers write signed audit checkpoints to, one file per checkpoint, each database in a subfolder of its name (default `<LEDGERLOCK_DATA_DIR>/audit-checkpoints`; required in production, on write-once storage)',
   AUDIT_CHECKPOINT_INTERVAL_SECONDS: 'longest time a new audit entry waits for a signed checkpoint (default 300)',
   AUDIT_CHECKPOINT_EVERY_ENTRIES: 'audit entries after which a checkpoint is written without waiting for the interval (default 1000)',
@@ -121,8 +127,11 @@ const rawSchema = z.object({
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('ledgerlock'),
   WORKER_MAX_CACHED_WORKFLOWS: z.coerce.number().int().min(0).max(100_000).default(1000),
+  LEDGERLOCK_TEMPORAL: z.enum(['dev', 'server']).default('dev'),
   TEMPORAL_PORT: port.default(7233),
+  TEMPORAL_UI_HOST: z.string().min(1).default('127.0.0.1'),
   TEMPORAL_UI_PORT: port.default(8233),
+  TEMPORAL_UI_BACKEND_PORT: port.default(8234),
   TEMPORAL_HTTP_PORT: port.default(7243),
   TEMPORAL_METRICS_PORT: port.default(7244),
   TEMPORAL_TLS_CERT: z.string().min(1).optional(),
@@ -133,6 +142,8 @@ const rawSchema = z.object({
     .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
     .optional(),
   TEMPORAL_CLI_PATH: z.string().min(1).optional(),
+  TEMPORAL_SERVER_PATH: z.string().min(1).optional(),
+  TEMPORAL_SQL_TOOL_PATH: z.string().min(1).optional(),
   STRIPE_SECRET_KEY: z
     .string()
     .regex(/^(sk|rk)_(test|live)_[A-Za-z0-9_]+$/, 'must be a Stripe secret or restricted key (sk_… or rk_…)')
@@ -187,6 +198,7 @@ const rawSchema = z.object({
   DUNNING_POLICY_BY_PRICE: z.string().min(2).optional(),
   KEY_ROTATION_INTERVAL_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   KEY_ROTATION_GRACE_SECONDS: z.coerce.number().int().min(0).max(365 * 86_400).default(7 * 86_400),
+  CUSTOMER_RETENTION_DAYS: z.coerce.number().int().min(1).max(36_500).default(730),
   KEY_ROTATION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(200),
   AUDIT_CHECKPOINT_DIR: z.string().min(1).optional(),
   AUDIT_CHECKPOINT_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
@@ -251,11 +263,23 @@ export interface Config {
     /** Set when `npm start` runs the dev server itself. */
     readonly devServer?: {
       readonly port: number;
+      /** Where operators open the Web UI: the proxy that serves it and the codec server on one origin. */
+      readonly uiHost: string;
       readonly uiPort: number;
+      /** The dev server's own Web UI, on loopback, behind the proxy. */
+      readonly uiBackendPort: number;
       /** Its HTTP API and `/metrics` ports: given explicitly, never the random ones it would pick. */
       readonly httpPort: number;
       readonly metricsPort: number;
       readonly executable?: string;
+    };
+    /** Set when `npm start` runs the full Temporal server on PostgreSQL itself (LEDGERLOCK_TEMPORAL=server). */
+    readonly fullServer?: {
+      readonly port: number;
+      readonly httpPort: number;
+      readonly metricsPort: number;
+      /** Overrides of the pinned server, schema tool and CLI. */
+      readonly executables: { readonly server?: string; readonly sqlTool?: string; readonly cli?: string };
     };
   };
   readonly stripe: {
@@ -305,6 +329,8 @@ export interface Config {
   /** Dunning policies: the default and per-price overrides. */
   readonly dunning: DunningPolicies;
   readonly keyRotation: { readonly intervalDays: number; readonly graceSeconds: number; readonly batchSize: number };
+  /** Days a customer is kept after their business with us ended; then the `customer-retention` schedule erases them. */
+  readonly customerRetentionDays: number;
   /** Signed checkpoints of the audit chain's head, written outside PostgreSQL. */
   readonly auditCheckpoints: { readonly dir: string; readonly intervalMs: number; readonly everyEntries: number };
   /** Token buckets: per token identity and route class, and per source address on the unauthenticated routes. */
@@ -434,11 +460,23 @@ function build(raw: Raw, cwd: string): Config {
       maxCachedWorkflows: raw.WORKER_MAX_CACHED_WORKFLOWS,
       ...(tls ? { tls } : {}),
       ...opt('apiKey', raw.TEMPORAL_API_KEY),
-      ...(runTemporal
+      ...(runTemporal && raw.LEDGERLOCK_TEMPORAL === 'server'
+        ? {
+            fullServer: {
+              port: raw.TEMPORAL_PORT,
+              httpPort: raw.TEMPORAL_HTTP_PORT,
+              metricsPort: raw.TEMPORAL_METRICS_PORT,
+              executables: { ...opt('server', raw.TEMPORAL_SERVER_PATH), ...opt('sqlTool', raw.TEMPORAL_SQL_TOOL_PATH), ...opt('cli', raw.TEMPORAL_CLI_PATH) },
+            },
+          }
+        : {}),
+      ...(runTemporal && raw.LEDGERLOCK_TEMPORAL === 'dev'
         ? {
             devServer: {
               port: raw.TEMPORAL_PORT,
+              uiHost: raw.TEMPORAL_UI_HOST,
               uiPort: raw.TEMPORAL_UI_PORT,
+              uiBackendPort: raw.TEMPORAL_UI_BACKEND_PORT,
               httpPort: raw.TEMPORAL_HTTP_PORT,
               metricsPort: raw.TEMPORAL_METRICS_PORT,
               ...opt('executable', raw.TEMPORAL_CLI_PATH),
@@ -474,9 +512,10 @@ function build(raw: Raw, cwd: string): Config {
     codec: {
       host: raw.CODEC_HOST,
       port: raw.CODEC_PORT,
+      // The local Web UI's origin: the proxy serving the UI and the codec server together, over HTTPS with the API's certificate.
       corsOrigins: raw.CODEC_CORS_ORIGINS?.split(',') ?? [
-        `http://127.0.0.1:${raw.TEMPORAL_UI_PORT}`,
-        `http://localhost:${raw.TEMPORAL_UI_PORT}`,
+        `${raw.API_TLS_CERT && raw.API_TLS_KEY ? 'https' : 'http'}://127.0.0.1:${raw.TEMPORAL_UI_PORT}`,
+        `${raw.API_TLS_CERT && raw.API_TLS_KEY ? 'https' : 'http'}://localhost:${raw.TEMPORAL_UI_PORT}`,
       ],
       secureCookies: !local || (raw.API_TLS_CERT !== undefined && raw.API_TLS_KEY !== undefined),
     },
@@ -484,6 +523,7 @@ function build(raw: Raw, cwd: string): Config {
     subscriptions: { paymentWindowSeconds: raw.SUBSCRIPTION_PAYMENT_WINDOW_SECONDS },
     stripeSharedFields: raw.STRIPE_SHARED_FIELDS.split(',') as Config['stripeSharedFields'][number][],
     keyRotation: { intervalDays: raw.KEY_ROTATION_INTERVAL_DAYS, graceSeconds: raw.KEY_ROTATION_GRACE_SECONDS, batchSize: raw.KEY_ROTATION_BATCH_SIZE },
+    customerRetentionDays: raw.CUSTOMER_RETENTION_DAYS,
     auditCheckpoints: {
       dir: path.resolve(cwd, raw.AUDIT_CHECKPOINT_DIR ?? path.join(raw.LEDGERLOCK_DATA_DIR, 'audit-checkpoints')),
       intervalMs: raw.AUDIT_CHECKPOINT_INTERVAL_SECONDS * 1000,

@@ -1,6 +1,8 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ApplicationFailure, CancelledFailure, TerminatedFailure, TimeoutFailure } from '@temporalio/common';
+import { erasureWorkflowId } from '../../workflows/customer-contracts';
 import type { eraseCustomerWorkflow } from '../../workflows/customers';
+
 
 export type ErasureStatus = 'erasing' | 'erased' | 'erasure_failed';
 
@@ -8,10 +10,6 @@ export interface ErasureState {
   readonly status: ErasureStatus;
   /** Why it failed, as a code (a failure type, `terminated`, `timed_out`, `canceled`); never a message. */
   readonly reason?: string;
-}
-
-export function erasureWorkflowId(customerId: string): string {
-  return `customer-erasure:${customerId}`;
 }
 
 /**

@@ -221,6 +221,8 @@ export interface KeyRotationTable {
   failure: string | null;
   started_at: ColumnType<Date, Date | undefined, never>;
   finished_at: Date | null;
+  /** When its new keys were promoted: from then on it only waits out its grace period, and the next rotation may start. */
+  promoted_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export type KeyVersionStatus = 'creating' | 'pending' | 'active' | 'decrypt_only' | 'retired' | 'failed';

@@ -11,6 +11,7 @@ import * as appLoginRole from './migrations/2026-12-02T00-00-app-login-role';
 import * as rateLimitBuckets from './migrations/2026-12-03T00-00-rate-limit-buckets';
 import * as customerConsents from './migrations/2026-12-03T01-00-customer-consents';
 import * as auditBySubject from './migrations/2026-12-03T02-00-audit-by-subject';
+import * as rotationPromotion from './migrations/2026-12-03T03-00-rotation-promotion';
 
 /**
  * Migrations listed explicitly rather than read from a folder at run time, so they work
@@ -29,6 +30,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-03T00-00-rate-limit-buckets': rateLimitBuckets,
   '2026-12-03T01-00-customer-consents': customerConsents,
   '2026-12-03T02-00-audit-by-subject': auditBySubject,
+  '2026-12-03T03-00-rotation-promotion': rotationPromotion,
 };
 
 export function createMigrator(db: Kysely<any>): Migrator {

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, WorkflowNotFoundError, type Client, type ScheduleOptionsAction } from '@temporalio/client';
+import { ScheduleOverlapPolicy, WorkflowNotFoundError, type Client, type ScheduleOptionsAction } from '@temporalio/client';
+import { ensureSchedule } from '../temporal/schedules';
 import type { Config } from '../config/config';
 import type { Db } from '../db/database';
 import type { Logger } from '../log';
-import { KEY_ROTATION_SCHEDULE_ID, rotationProgressQuery, type KeyRotationInput, type RotationProgress } from '../../workflows/key-rotation-contracts';
+import { KEY_ROTATION_SCHEDULE_ID, rotationProgressQuery, type KeyRotationInput, type RotationProgress, type RotationReason } from '../../workflows/key-rotation-contracts';
 import type { keyRotationWorkflow } from '../../workflows/key-rotation';
 
 /** Starting, scheduling and reading key rotations: shared by the API, the CLI and start-up. */
@@ -43,29 +44,29 @@ function action(config: Pick<Config, 'temporal'>, input: KeyRotationInput): Sche
 /**
  * Creates the `key-rotation` schedule, or brings an existing one in line with the
  * configuration: every KEY_ROTATION_INTERVAL_DAYS, overlap policy skip. Safe to run on
- * every start, from any number of processes.
+ * every start, from any number of processes (see {@link ensureSchedule}).
  */
-export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'keyRotation'>, log: Pick<Logger, 'info'>): Promise<'created' | 'updated'> {
-  const spec = { intervals: [{ every: `${config.keyRotation.intervalDays}d` as const }] };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' as const };
-  const scheduled = action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` });
-  try {
-    await client.schedule.create({ scheduleId: KEY_ROTATION_SCHEDULE_ID, spec, action: scheduled, policies });
-    log.info('key rotation schedule created', { everyDays: config.keyRotation.intervalDays });
-    return 'created';
-  } catch (err) {
-    if (!(err instanceof ScheduleAlreadyRunning)) throw err;
-    await client.schedule.getHandle(KEY_ROTATION_SCHEDULE_ID).update((previous) => ({ ...previous, spec, action: scheduled, policies: { ...previous.policies, ...policies } }));
-    return 'updated';
-  }
+export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>, config: Pick<Config, 'temporal' | 'keyRotation'>, log: Pick<Logger, 'info' | 'warn'>): Promise<'created' | 'updated'> {
+  const outcome = await ensureSchedule(client, log, KEY_ROTATION_SCHEDULE_ID, {
+    spec: { intervals: [{ every: `${config.keyRotation.intervalDays}d` }] },
+    action: action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` }),
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
+  });
+  if (outcome === 'created') log.info('key rotation schedule created', { everyDays: config.keyRotation.intervalDays });
+  return outcome;
 }
 
-/** Starts a rotation now, unless one is running. Returns its id (the workflow id). */
-export async function startKeyRotation(client: Pick<Client, 'workflow'>, db: Db, config: Pick<Config, 'temporal'>, requestedBy: string): Promise<string> {
-  const running = await db.selectFrom('key_rotations').select('id').where('status', '=', 'running').executeTakeFirst();
+/**
+ * Starts a rotation now, unless one is running that has not promoted its keys yet. One that
+ * only waits out its grace period does not stand in the way: the new rotation ends that grace.
+ * `reason` makes it an emergency (see {@link RotationReason}). Returns its id (the workflow id).
+ */
+export async function startKeyRotation(client: Pick<Client, 'workflow'>, db: Db, config: Pick<Config, 'temporal'>, requestedBy: string, reason?: RotationReason): Promise<string> {
+  const running = await db.selectFrom('key_rotations').select('id').where('status', '=', 'running').where('promoted_at', 'is', null).executeTakeFirst();
   if (running) throw new RotationAlreadyRunningError(running.id);
   const rotationId = `key-rotation:${randomUUID()}`;
-  await client.workflow.start('keyRotationWorkflow', { taskQueue: config.temporal.taskQueue, workflowId: rotationId, args: [{ requestedBy } satisfies KeyRotationInput] });
+  const input: KeyRotationInput = reason ? { requestedBy, reason } : { requestedBy };
+  await client.workflow.start('keyRotationWorkflow', { taskQueue: config.temporal.taskQueue, workflowId: rotationId, args: [input] });
   return rotationId;
 }
 

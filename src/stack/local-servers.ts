@@ -1,9 +1,11 @@
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import type { Config } from '../config/config';
+import { ownerDatabaseUrl, type Config } from '../config/config';
 import { devServerSearchAttributeArgs } from '../temporal/search-attributes';
 import { serverPath, type ServerName } from './servers';
+import { CODEC_PATH_PREFIX } from './ui-proxy';
 import { freePort, portIsFree, spawnServer, tcpProbe, waitUntilReady, type ManagedProcess } from './process';
+import { startTemporalServer } from './temporal-server';
 
 /** Every port variable of a local stack (`npm start`): the API, its servers, the codec server and the metrics listener. */
 export const LOCAL_PORT_VARIABLES = [
@@ -12,6 +14,7 @@ export const LOCAL_PORT_VARIABLES = [
   'METRICS_PORT',
   'TEMPORAL_PORT',
   'TEMPORAL_UI_PORT',
+  'TEMPORAL_UI_BACKEND_PORT',
   'TEMPORAL_HTTP_PORT',
   'TEMPORAL_METRICS_PORT',
   'KMS_PORT',
@@ -33,8 +36,8 @@ export class PortInUseError extends Error {
 }
 
 interface PlannedServer {
-  /** The pinned binary to build first, if any. */
-  readonly build?: ServerName;
+  /** The pinned binaries to build first. */
+  readonly builds: readonly ServerName[];
   readonly label: string;
   readonly ports: readonly { port: number; variable: string; what: string }[];
 }
@@ -45,21 +48,34 @@ export function plannedServers(config: Config): PlannedServer[] {
   const dev = config.temporal.devServer;
   if (dev) {
     planned.push({
-      build: 'temporal',
+      builds: ['temporal'],
       label: 'Temporal dev server',
       ports: [
         { port: dev.port, variable: 'TEMPORAL_PORT', what: 'Temporal gRPC' },
-        { port: dev.uiPort, variable: 'TEMPORAL_UI_PORT', what: 'Temporal Web UI' },
+        { port: dev.uiBackendPort, variable: 'TEMPORAL_UI_BACKEND_PORT', what: "the dev server's own Web UI" },
         { port: dev.httpPort, variable: 'TEMPORAL_HTTP_PORT', what: 'Temporal HTTP API' },
         { port: dev.metricsPort, variable: 'TEMPORAL_METRICS_PORT', what: 'Temporal metrics' },
       ],
     });
   }
+  const full = config.temporal.fullServer;
+  if (full) {
+    planned.push({
+      // The CLI registers the namespace and search attributes.
+      builds: ['temporalServer', 'temporalSqlTool', 'temporal'],
+      label: 'Temporal server',
+      ports: [
+        { port: full.port, variable: 'TEMPORAL_PORT', what: 'Temporal gRPC' },
+        { port: full.httpPort, variable: 'TEMPORAL_HTTP_PORT', what: 'Temporal HTTP API' },
+        { port: full.metricsPort, variable: 'TEMPORAL_METRICS_PORT', what: 'Temporal metrics' },
+      ],
+    });
+  }
   if (config.kms.local) {
-    planned.push({ build: 'localKms', label: 'local-kms', ports: [{ port: config.kms.local.port, variable: 'KMS_PORT', what: 'local-kms' }] });
+    planned.push({ builds: ['localKms'], label: 'local-kms', ports: [{ port: config.kms.local.port, variable: 'KMS_PORT', what: 'local-kms' }] });
   }
   if (config.stripe.mock) {
-    planned.push({ build: 'stripeMock', label: 'stripe-mock', ports: [{ port: config.stripe.mock.port, variable: 'STRIPE_MOCK_PORT', what: 'stripe-mock' }] });
+    planned.push({ builds: ['stripeMock'], label: 'stripe-mock', ports: [{ port: config.stripe.mock.port, variable: 'STRIPE_MOCK_PORT', what: 'stripe-mock' }] });
   }
   return planned;
 }
@@ -99,6 +115,23 @@ export async function startLocalServers(config: Config, logDir: string): Promise
     });
     processes.push(temporal);
     starting.push(waitUntilReady(temporal, () => temporalAnswers(config.temporal.address, config.temporal.namespace), 60_000));
+  }
+
+  const full = config.temporal.fullServer;
+  if (full) {
+    const { server, sqlTool, cli } = full.executables;
+    starting.push(
+      startTemporalServer({
+        databaseUrl: ownerDatabaseUrl(config),
+        suffix: temporalDatabaseSuffix(config),
+        namespace: config.temporal.namespace,
+        toolsDir: config.toolsDir,
+        dir: path.join(config.dataDir, 'temporal-server'),
+        logDir,
+        ports: { frontend: full.port, http: full.httpPort, metrics: full.metricsPort },
+        env: { ...process.env, ...envWith('TEMPORAL_SERVER_PATH', server), ...envWith('TEMPORAL_SQL_TOOL_PATH', sqlTool), ...envWith('TEMPORAL_CLI_PATH', cli) },
+      }).then((temporal) => void processes.push(temporal.process)),
+    );
   }
 
   if (config.kms.local) {
@@ -154,7 +187,7 @@ export function temporalDevServerArgs(config: Config): string[] {
     '--ui-ip',
     '127.0.0.1',
     '--ui-port',
-    String(dev.uiPort),
+    String(dev.uiBackendPort),
     '--http-port',
     String(dev.httpPort),
     '--metrics-port',
@@ -166,9 +199,10 @@ export function temporalDevServerArgs(config: Config): string[] {
     config.temporal.namespace,
     '--log-level',
     'warn',
-    // The browser calls the codec server, so this is the address the operator reaches it at.
+    // Operators open the UI through the proxy (ui-proxy.ts), which serves the codec server under
+    // this path: the UI's /decode calls are same-origin and carry the codec session cookie.
     '--ui-codec-endpoint',
-    `http://127.0.0.1:${config.codec.port}`,
+    CODEC_PATH_PREFIX,
     ...devServerSearchAttributeArgs(),
   ];
 }
@@ -192,6 +226,11 @@ function localKmsEnv(config: Config, port: number): NodeJS.ProcessEnv {
 
 /** The account id local-kms puts in its ARNs; nothing checks it. */
 const LOCAL_KMS_ACCOUNT_ID = '111122223333';
+
+/** `npm start`'s Temporal databases are named after Ledgerlock's: `temporal_<db>`, `temporal_visibility_<db>`. */
+export function temporalDatabaseSuffix(config: Pick<Config, 'databaseUrl'>): string {
+  return decodeURIComponent(new URL(ownerDatabaseUrl(config)).pathname.replace(/^\//, '')) || 'ledgerlock';
+}
 
 function envWith(variable: string, value: string | undefined): NodeJS.ProcessEnv {
   return value ? { ...process.env, [variable]: value } : process.env;

@@ -103,6 +103,8 @@ export async function ensureServers(
 
   for (const name of names) {
     const server = SERVERS[name];
+    // Its schema and config come from the module source, whoever built the binary.
+    if (name === 'temporalServer') await ensureTemporalServerModule(env, print);
     const override = env[server.overrideEnv];
     if (override) {
       if (!existsSync(override)) throw new SetupError(`${server.overrideEnv}=${override}: no such file`);
@@ -120,6 +122,33 @@ export async function ensureServers(
     print(`built ${paths[name]}`);
   }
   return paths;
+}
+
+/** The Go module whose schema and config the full Temporal server is set up from: the server's own release. */
+export const TEMPORAL_SERVER_MODULE = { path: 'go.temporal.io/server', version: SERVERS.temporalServer.version } as const;
+
+/**
+ * Where the Go module cache holds the Temporal server's module source (its `schema/` and
+ * `config/` folders), or undefined when it is not there. Reads the cache only: no download.
+ */
+export function temporalServerModuleDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const override = env.TEMPORAL_SERVER_MODULE_DIR;
+  if (override) return existsSync(override) ? path.resolve(override) : undefined;
+  const cache = spawnSync('go', ['env', 'GOMODCACHE'], { env, encoding: 'utf8' });
+  if (cache.status !== 0) return undefined;
+  // The module cache escapes capitals as `!x`; this path has none.
+  const dir = path.join(cache.stdout.trim(), `${TEMPORAL_SERVER_MODULE.path}@${TEMPORAL_SERVER_MODULE.version}`);
+  return existsSync(path.join(dir, 'schema')) ? dir : undefined;
+}
+
+/** `go mod download`s the Temporal server's module source if the cache lacks it (setup only). */
+async function ensureTemporalServerModule(env: NodeJS.ProcessEnv, print: (line: string) => void): Promise<void> {
+  if (temporalServerModuleDir(env)) return;
+  if (!goAvailable(env)) throw new SetupError(GO_MISSING_MESSAGE);
+  const target = `${TEMPORAL_SERVER_MODULE.path}@${TEMPORAL_SERVER_MODULE.version}`;
+  print(`downloading ${target} (its schema and config) ...`);
+  const result = spawnSync('go', ['mod', 'download', target], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (result.status !== 0 || !temporalServerModuleDir(env)) throw new SetupError(`go mod download ${target} failed with exit code ${result.status}`);
 }
 
 function goAvailable(env: NodeJS.ProcessEnv): boolean {

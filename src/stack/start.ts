@@ -1,6 +1,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { SESSION_COOKIE } from '../codec/codec-server';
 import { ownerDatabaseUrl, type Config } from '../config/config';
 import { createDb, ensureDatabase } from '../db/database';
 import { migrate } from '../db/migrate';
@@ -12,8 +13,10 @@ import { bundleWorkflows } from '../worker/worker';
 import { superviseApp, type SupervisedApp } from './app-supervisor';
 import { acquireLock } from './lock';
 import { LEDGERLOCK_BIN } from './paths';
-import { assertPortsFree, plannedServers, startLocalServers, type LocalServers } from './local-servers';
+import { assertPortsFree, plannedServers, startLocalServers, temporalDatabaseSuffix, type LocalServers } from './local-servers';
+import { temporalDatabaseNames } from './temporal-server';
 import { ensureServers } from './servers';
+import { CODEC_PATH_PREFIX, startUiProxy, type RunningUiProxy } from './ui-proxy';
 
 export interface Stack {
   /** What runs where, as printed in the ready table. */
@@ -33,6 +36,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
   const releaseLock = acquireLock(config.dataDir);
   let servers: LocalServers | undefined;
   let app: SupervisedApp | undefined;
+  let uiProxy: RunningUiProxy | undefined;
   const runFile = path.join(config.dataDir, 'run.json');
   // The last resort, for an exit no stop() ran before (an uncaught error): nothing stays behind.
   const killChildren = () => {
@@ -49,6 +53,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
   process.on('exit', killChildren);
 
   const stop = async () => {
+    await uiProxy?.stop();
     await app?.stop().catch((err) => log.error('stop failed', { reason: String(err) }));
     await servers?.stop();
     process.off('exit', killChildren);
@@ -58,12 +63,13 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
 
   try {
     const planned = plannedServers(config);
-    await ensureServers(config.toolsDir, { only: planned.flatMap((s) => (s.build ? [s.build] : [])) });
+    await ensureServers(config.toolsDir, { only: planned.flatMap((s) => s.builds) });
     await assertPortsFree([
       ...planned.flatMap((s) => s.ports),
       { port: config.api.port, variable: 'API_PORT', what: 'Ledgerlock API' },
       { port: config.codec.port, variable: 'CODEC_PORT', what: 'codec server' },
       { port: config.metrics.port, variable: 'METRICS_PORT', what: 'Ledgerlock metrics' },
+      ...(config.temporal.devServer ? [{ port: config.temporal.devServer.uiPort, variable: 'TEMPORAL_UI_PORT', what: 'Temporal Web UI' }] : []),
     ]);
 
     // Bundled once here: a restarted app process loads the file instead of running webpack again.
@@ -98,10 +104,11 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
       kms.destroy();
     }
 
+    if (config.temporal.devServer) uiProxy = await startOperatorUi(config, log);
     app = superviseApp({ command: process.execPath, args: [LEDGERLOCK_BIN, 'app', '--workflow-bundle', bundlePath], log });
     const { apiUrl, codecUrl, metricsUrl } = await app.ready;
 
-    const endpoints = describeEndpoints(config, apiUrl, codecUrl, metricsUrl);
+    const endpoints = describeEndpoints(config, apiUrl, codecUrl, metricsUrl, uiProxy?.url);
     writeFileSync(
       runFile,
       JSON.stringify({ pid: process.pid, appPid: app.pid() ?? null, servers: (servers?.processes ?? []).map((p) => ({ name: p.name, pid: p.pid })), endpoints }, null, 2),
@@ -113,7 +120,31 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
   }
 }
 
-function describeEndpoints(config: Config, apiUrl: string, codecUrl: string, metricsUrl: string): { name: string; where: string }[] {
+/**
+ * The Web UI operators open: the dev server's UI and the codec server on one origin
+ * (ui-proxy.ts), so signing in at its /codec/login is all it takes for payloads to decode.
+ */
+async function startOperatorUi(config: Config, log: Logger): Promise<RunningUiProxy> {
+  const dev = config.temporal.devServer!;
+  const tls = config.apiTls ? { cert: await readFile(config.apiTls.certPath, 'utf8'), key: await readFile(config.apiTls.keyPath, 'utf8') } : undefined;
+  return startUiProxy({
+    host: dev.uiHost,
+    port: dev.uiPort,
+    ui: { host: '127.0.0.1', port: dev.uiBackendPort },
+    // The codec server serves HTTPS with the API's certificate when one is configured.
+    codec: { host: loopbackOf(config.codec.host), port: config.codec.port, ...(tls ? { tlsCert: tls.cert } : {}) },
+    sessionCookie: SESSION_COOKIE,
+    ...(tls ? { tls } : {}),
+    log,
+  });
+}
+
+/** Where to reach a server bound to `host` from this machine. */
+function loopbackOf(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+}
+
+function describeEndpoints(config: Config, apiUrl: string, codecUrl: string, metricsUrl: string, uiUrl: string | undefined): { name: string; where: string }[] {
   const db = new URL(config.databaseAppUrl);
   const endpoints = [
     { name: 'API', where: apiUrl },
@@ -121,11 +152,17 @@ function describeEndpoints(config: Config, apiUrl: string, codecUrl: string, met
       name: 'Stripe webhooks',
       where: `${apiUrl}${STRIPE_WEBHOOK_PATH}${config.stripe.webhookSecrets ? '' : ` (secret in ${path.relative(process.cwd(), localWebhookSecretPath(config.dataDir)) || localWebhookSecretPath(config.dataDir)}; try \`npx ledgerlock stripe trigger\`)`}`,
     },
-    { name: 'Codec server', where: `${codecUrl} (operators sign in at ${codecUrl}/login)` },
+    { name: 'Codec server', where: uiUrl ? `${codecUrl} (for bearer tokens; the Web UI reaches it as ${uiUrl}${CODEC_PATH_PREFIX})` : `${codecUrl} (operators sign in at ${codecUrl}/login)` },
     { name: 'Metrics', where: `${metricsUrl} (Prometheus text: ledgerlock_ and the Temporal SDK's temporal_ metrics)` },
   ];
-  endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace})` });
-  if (config.temporal.devServer) endpoints.push({ name: 'Temporal Web UI', where: `http://127.0.0.1:${config.temporal.devServer.uiPort}` });
+  const full = config.temporal.fullServer
+    ? `; full server on PostgreSQL, databases ${Object.values(temporalDatabaseNames(temporalDatabaseSuffix(config))).join(' and ')}, no Web UI`
+    : '';
+  endpoints.push({ name: 'Temporal', where: `${config.temporal.address} (namespace ${config.temporal.namespace}${full})` });
+  if (uiUrl) {
+    endpoints.push({ name: 'Temporal Web UI', where: uiUrl });
+    endpoints.push({ name: 'Operator sign-in', where: `${uiUrl}${CODEC_PATH_PREFIX}/login (a payload:decrypt token; then payloads decode in the Web UI)` });
+  }
   // Host and database only: DATABASE_URL may carry a password.
   endpoints.push({ name: 'PostgreSQL', where: `${db.host}${db.pathname} (as ${decodeURIComponent(db.username)})` });
   endpoints.push({ name: 'KMS', where: config.kms.endpoint ?? `AWS KMS (${config.kms.region})` });

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { DecryptCommand, GenerateDataKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
 import type { Payload, PayloadCodec, SerializationContext } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
@@ -77,6 +77,15 @@ function encryptionContext(keyId: string): Record<string, string> {
 
 function aad(keyId: string): Buffer {
   return Buffer.from(JSON.stringify(['ledgerlock-payload', 1, keyId]), 'utf8');
+}
+
+/**
+ * A payload key is cached under its id and its wrapped form together: a payload whose wrapped
+ * key was altered misses the cache and goes to KMS, which refuses it, on every worker alike,
+ * rather than decoding on a warm worker and failing on a cold one.
+ */
+function cacheId(keyId: string, wrapped: Uint8Array): string {
+  return `${keyId}:${createHash('sha256').update(wrapped).digest('base64url')}`;
 }
 
 export class KmsPayloadCodec implements PayloadCodec {
@@ -186,7 +195,7 @@ export class KmsPayloadCodec implements PayloadCodec {
       this.deps.kms.send(new GenerateDataKeyCommand({ KeyId: this.deps.masterKeyId, KeySpec: 'AES_256', EncryptionContext: encryptionContext(keyId) })),
     );
     const plaintext = Buffer.from(generated.Plaintext!);
-    const key = this.decodingKeys.put(keyId, plaintext);
+    const key = this.decodingKeys.put(cacheId(keyId, generated.CiphertextBlob!), plaintext);
     plaintext.fill(0);
     generated.Plaintext!.fill(0);
     return {
@@ -200,26 +209,27 @@ export class KmsPayloadCodec implements PayloadCodec {
 
   /** One KMS unwrap per payload key, however many payloads of it are decoded at once. */
   private async decodingKey(keyId: string, wrapped: Buffer): Promise<KeyObject> {
-    const cached = this.decodingKeys.use(keyId);
+    const id = cacheId(keyId, wrapped);
+    const cached = this.decodingKeys.use(id);
     if (cached) return cached;
-    let unwrapping = this.unwrapping.get(keyId);
+    let unwrapping = this.unwrapping.get(id);
     if (!unwrapping) {
-      unwrapping = this.unwrap(keyId, wrapped).finally(() => this.unwrapping.delete(keyId));
-      this.unwrapping.set(keyId, unwrapping);
+      unwrapping = this.unwrap(id, keyId, wrapped).finally(() => this.unwrapping.delete(id));
+      this.unwrapping.set(id, unwrapping);
     }
     await unwrapping;
     // Counted as a use like any other; a key spent meanwhile is simply unwrapped again.
-    return this.decodingKeys.use(keyId) ?? this.decodingKey(keyId, wrapped);
+    return this.decodingKeys.use(id) ?? this.decodingKey(keyId, wrapped);
   }
 
-  private async unwrap(keyId: string, wrapped: Buffer): Promise<void> {
+  private async unwrap(id: string, keyId: string, wrapped: Buffer): Promise<void> {
     // Decoding fails fast even for workers: a task whose input cannot be read yet fails and Temporal retries it.
     const unwrapped = await this.kmsCall(
       'Decrypt',
       () => this.deps.kms.send(new DecryptCommand({ CiphertextBlob: wrapped, EncryptionContext: encryptionContext(keyId) })),
       false,
     );
-    this.decodingKeys.put(keyId, Buffer.from(unwrapped.Plaintext!));
+    this.decodingKeys.put(id, Buffer.from(unwrapped.Plaintext!));
     unwrapped.Plaintext!.fill(0);
   }
 

@@ -14,10 +14,20 @@ export const SEARCH_ATTRIBUTES = {
   DunningState: defineSearchAttributeKey('DunningState', SearchAttributeType.KEYWORD),
 } as const;
 
+function cliType(type: SearchAttributeType): string {
+  return type === SearchAttributeType.INT ? 'Int' : 'Keyword';
+}
+
 /** `--search-attribute` values for `temporal server start-dev`. */
 export function devServerSearchAttributeArgs(): string[] {
-  return Object.values(SEARCH_ATTRIBUTES).flatMap((key) => [
-    '--search-attribute',
-    `${key.name}=${key.type === SearchAttributeType.INT ? 'Int' : 'Keyword'}`,
-  ]);
+  return Object.values(SEARCH_ATTRIBUTES).flatMap((key) => ['--search-attribute', `${key.name}=${cliType(key.type)}`]);
+}
+
+/**
+ * `--name K --type T` pairs for `temporal operator search-attribute create`, which
+ * deploy/temporal-namespace.sh runs against a full Temporal server (docker-compose and
+ * `LEDGERLOCK_TEMPORAL=server` alike).
+ */
+export function operatorSearchAttributeArgs(): string[] {
+  return Object.values(SEARCH_ATTRIBUTES).flatMap((key) => ['--name', key.name, '--type', cliType(key.type)]);
 }

@@ -62,13 +62,11 @@ describe('replay of recorded workflow histories', () => {
     );
   });
 
-  it('has the key rotation histories: completed, verification failed, promotion failed, refused', () => {
-    expect(files.filter((f) => f.startsWith('key-rotation/')).map((f) => path.basename(f, '.json')).sort()).toEqual([
-      'rotation-completed',
-      'rotation-promotion-failed',
-      'rotation-refused-while-running',
-      'rotation-verification-failed',
-    ]);
+  it('has the key rotation histories: completed, verification failed, promotion failed, refused, an emergency ending a grace; and those from before emergencies', () => {
+    const names = (prefix: string) => files.filter((f) => path.dirname(f) === prefix).map((f) => path.basename(f, '.json')).sort();
+    const before = ['rotation-completed', 'rotation-promotion-failed', 'rotation-refused-while-running', 'rotation-verification-failed'];
+    expect(names('key-rotation')).toEqual([...before, 'rotation-emergency', 'rotation-grace-ended-early'].sort());
+    expect(names('key-rotation/v1-before-emergency')).toEqual(before);
   });
 
   it('replays every history against the current workflow code without a determinism error', async () => {

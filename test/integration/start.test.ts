@@ -93,6 +93,11 @@ describe('ledgerlock start (npm start)', () => {
       expect(Number(schedule?.spec?.interval?.[0]?.interval?.seconds)).toBe(90 * 86_400);
       expect(schedule?.policies?.overlapPolicy).toBe(temporal.api.enums.v1.ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_SKIP);
       expect(schedule?.action?.startWorkflow?.workflowType?.name).toBe('keyRotationWorkflow');
+      // And the retention schedule: daily, skipping a run while one is still running.
+      const retention = (await connection.workflowService.describeSchedule({ namespace: 'default', scheduleId: 'customer-retention' })).schedule;
+      expect(Number(retention?.spec?.interval?.[0]?.interval?.seconds)).toBe(86_400);
+      expect(retention?.policies?.overlapPolicy).toBe(temporal.api.enums.v1.ScheduleOverlapPolicy.SCHEDULE_OVERLAP_POLICY_SKIP);
+      expect(retention?.action?.startWorkflow?.workflowType?.name).toBe('customerRetentionWorkflow');
     } finally {
       await connection.close();
     }

@@ -35,6 +35,7 @@ import {
 } from '../../workflows/subscription-contracts';
 import { createSubscriptionWorkflow } from '../../workflows/subscriptions';
 import { historyToJson } from './histories';
+import { rotationProgressQuery, type KeyRotationInput } from '../../workflows/key-rotation-contracts';
 import { dunningStateQuery, dunningWorkflowId, type DunningPolicy, type DunningView } from '../../workflows/dunning-contracts';
 import { createSubscriptionFakes, FAST_DUNNING_POLICY, fakeSealedCustomer, FIRST_INVOICE, runFakeWorkers, subscriptionInput, waitForView, type Scenario } from './subscription-fakes';
 
@@ -128,20 +129,35 @@ async function main() {
   }
   console.log(`wrote ${written.length} histories under ${path.relative(REPO_ROOT, path.dirname(HISTORIES_DIR))}: ${written.sort().join(', ')}`);
 
-  /** The rotation saga: completed, undone after a failed verification, refused while another runs. */
+  /**
+   * The rotation saga: completed, undone after a failed verification, refused while another
+   * runs; and an emergency rotation that ends the grace period of a routine one.
+   */
   function recordRotations(): Promise<void>[] {
-    const rotation = async (name: string, scenario: Scenario) => {
+    const rotation = async (name: string, scenario: Scenario, input: KeyRotationInput = { requestedBy: 'svc-recorder' }, whileRunning?: () => Promise<void>) => {
       const workflowId = `key-rotation:${name}`;
       fakes.scenario(workflowId, scenario);
-      const handle = await client.workflow.start('keyRotationWorkflow', { taskQueue: TASK_QUEUE, workflowId, args: [{ requestedBy: 'svc-recorder' }] });
+      const handle = await client.workflow.start('keyRotationWorkflow', { taskQueue: TASK_QUEUE, workflowId, args: [input] });
+      await whileRunning?.();
       await handle.result().catch(() => undefined);
       await save(name, handle, ROTATION_HISTORIES_DIR);
+    };
+    const routine = 'key-rotation:rotation-grace-ended-early';
+    const inGrace = async () => {
+      while ((await client.workflow.getHandle(routine).query(rotationProgressQuery).catch(() => undefined))?.stage !== 'grace') {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     };
     return [
       rotation('rotation-completed', {}),
       rotation('rotation-verification-failed', { failing: ['verifyRewrappedKeys'] }),
       rotation('rotation-promotion-failed', { failing: ['promoteMasterKey'] }),
       rotation('rotation-refused-while-running', { failing: ['beginRotation'] }),
+      // A routine rotation with a week of grace, whose grace an emergency rotation ends.
+      rotation('rotation-grace-ended-early', { rotation: { graceSeconds: 7 * 86_400 } }, undefined, async () => {
+        await inGrace();
+        await rotation('rotation-emergency', { rotation: { graceToEnd: [routine] } }, { requestedBy: 'svc-recorder', reason: 'suspected compromise' });
+      }),
     ];
   }
 

@@ -77,6 +77,8 @@ export interface Scenario {
   flaky?: Partial<Record<FakeActivityName, number>>;
   /** Activities that take this long (ms). */
   delays?: Partial<Record<FakeActivityName, number>>;
+  /** Key rotation: the plan's grace period (default 1 s), and the rotations in grace that beginRotation reports. */
+  rotation?: { graceSeconds?: number; graceToEnd?: string[] };
 }
 
 /** Bookkeeping calls, left out of {@link SubscriptionFakes.sagaCalls}. */
@@ -123,6 +125,8 @@ export function createSubscriptionFakes() {
   const invoiceFacts = new Map<string, InvoicePaymentFact['status']>();
   const notCanceled = new Set<string>();
 
+  const currentScenario = (): Scenario => scenarios.get(Context.current().info.workflowExecution?.workflowId ?? '') ?? {};
+
   let sequence = 0;
   const general: GeneralFakes = {
     storeCustomer: fake('storeCustomer', () => undefined),
@@ -143,16 +147,16 @@ export function createSubscriptionFakes() {
       if (first) entitlementChanges.push({ subscriptionId: input.subscriptionId, change: 'revoked' });
       return { revoked: first ? 1 : 0, alreadySuspended };
     }),
-    // Key rotation: one region and the codec, five data keys, a one-second grace period.
+    // Key rotation: one region and the codec, five data keys, a one-second grace period unless the scenario says otherwise.
     planRotation: fake('planRotation', () => ({
       targets: [
         { alias: 'alias/fake-eu', purpose: 'region' as const, region: 'eu' },
         { alias: 'alias/fake-temporal-payloads', purpose: 'codec' as const, region: null },
       ],
-      graceSeconds: 1,
+      graceSeconds: currentScenario().rotation?.graceSeconds ?? 1,
       batchSize: 10,
     })),
-    beginRotation: fake('beginRotation', () => undefined),
+    beginRotation: fake('beginRotation', () => ({ graceToEnd: currentScenario().rotation?.graceToEnd ?? [] })),
     createMasterKey: fake('createMasterKey', (input) => ({ newKeyId: `arn:fake:new:${input.target.alias}`, previousKeyId: `arn:fake:old:${input.target.alias}` })),
     discardNewMasterKey: fake('discardNewMasterKey', (input) => ({ discardedKeyId: `arn:fake:new:${input.target.alias}` })),
     rewrapDataKeys: fake('rewrapDataKeys', () => ({ rewrapped: 5 })),

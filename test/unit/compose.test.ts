@@ -5,7 +5,16 @@ import { parse } from 'yaml';
 import { COMMANDS } from '../../src/cli/main';
 import { ENV_DOCS, loadConfig, ownerDatabaseUrl, SDK_ENV } from '../../src/config/config';
 import { REPO_ROOT } from '../../src/stack/paths';
-import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
+import { SERVERS, temporalServerModuleDir } from '../../src/stack/servers';
+import {
+  TEMPORAL_SETUP_SCRIPTS,
+  TEMPORAL_SQL_PLUGIN,
+  temporalNamespaceEnv,
+  temporalSchemaEnv,
+  temporalServerConfig,
+  type TemporalServerPorts,
+} from '../../src/stack/temporal-server';
+import { operatorSearchAttributeArgs, SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
 
 interface Service {
   image?: string;
@@ -67,6 +76,62 @@ describe('docker-compose.yml', () => {
     for (const key of Object.values(SEARCH_ATTRIBUTES)) expect(script).toContain(`--name ${key.name} --type ${key.type === 'INT' ? 'Int' : 'Keyword'}`);
   });
 
+  describe('in step with the full Temporal server the suite runs (src/stack/temporal-server.ts)', () => {
+    const mountOf = (service: Service, script: string) => service.volumes!.find((v) => v.startsWith(`./${script}:`))?.split(':')[1];
+
+    it('runs the same release: the server and admin-tools images are the pinned temporal-server and temporal-sql-tool', () => {
+      expect(SERVERS.temporalServer.version).toBe(SERVERS.temporalSqlTool.version);
+      const release = SERVERS.temporalServer.version.replace(/^v/, '');
+      expect(services.temporal!.image).toBe(`temporalio/server:${release}`);
+      for (const name of ['temporal-schema', 'temporal-search-attributes']) expect(services[name]!.image, name).toBe(`temporalio/admin-tools:${release}`);
+    });
+
+    it('sets the schema up with the same script, plugin and variables', () => {
+      const schema = services['temporal-schema']!;
+      const mounted = mountOf(schema, TEMPORAL_SETUP_SCRIPTS.schema);
+      expect(mounted).toBeDefined();
+      expect(schema.entrypoint).toEqual(['/bin/sh', mounted]);
+      expect(schema.environment!.SQL_PLUGIN).toBe(TEMPORAL_SQL_PLUGIN);
+      expect(services.temporal!.environment!.DB).toBe(TEMPORAL_SQL_PLUGIN);
+      // The databases it migrates are the ones the server opens.
+      expect(schema.environment!.TEMPORAL_DB).toBe(services.temporal!.environment!.DBNAME);
+      expect(schema.environment!.TEMPORAL_VISIBILITY_DB).toBe(services.temporal!.environment!.VISIBILITY_DBNAME);
+      const local = temporalSchemaEnv({ databaseUrl: 'postgres://u:p@127.0.0.1:5432/x', databases: { persistence: 'a', visibility: 'b' }, sqlTool: '/t', moduleDir: '/m' });
+      // Locally only where the image has them built in: the tool and the module's schema folder.
+      expect(Object.keys(local).sort()).toEqual([...Object.keys(schema.environment!), 'TEMPORAL_SCHEMA_DIR', 'TEMPORAL_SQL_TOOL'].sort());
+      expect(local.SQL_PASSWORD).toBe('p');
+      // The image's schema folder is the one the script defaults to; the module's has the same layout.
+      expect(readFileSync(path.join(REPO_ROOT, TEMPORAL_SETUP_SCRIPTS.schema), 'utf8')).toContain('${TEMPORAL_SCHEMA_DIR:-/etc/temporal/schema}/postgresql/v12');
+    });
+
+    it('registers the namespace and the search attributes with the same script, arguments and variables', () => {
+      const register = services['temporal-search-attributes']!;
+      const mounted = mountOf(register, TEMPORAL_SETUP_SCRIPTS.namespace);
+      expect(mounted).toBeDefined();
+      expect(register.entrypoint).toEqual(['/bin/sh', mounted, ...operatorSearchAttributeArgs()]);
+      const local = temporalNamespaceEnv({ address: '127.0.0.1:1', namespace: 'default', cli: '/c' });
+      expect(Object.keys(local).sort()).toEqual([...Object.keys(register.environment!), 'TEMPORAL_CLI'].sort());
+      // The namespace the Ledgerlock processes use is the one registered.
+      for (const name of ['api', 'worker', 'codec']) expect(services[name]!.environment!.TEMPORAL_NAMESPACE, name).toBe(register.environment!.TEMPORAL_NAMESPACE);
+    });
+
+    it('gives the server the history shard count of the config the suite derives from the module', () => {
+      const moduleDir = temporalServerModuleDir();
+      expect(moduleDir, 'go.temporal.io/server module source missing: run npm run setup').toBeDefined();
+      const ports = Object.fromEntries(['frontend', 'frontendMembership', 'http', 'history', 'historyMembership', 'matching', 'matchingMembership', 'worker', 'workerMembership', 'metrics', 'pprof'].map((k, i) => [k, 20_000 + i])) as unknown as TemporalServerPorts;
+      const config = temporalServerConfig(readFileSync(path.join(moduleDir!, 'config/development-postgres12.yaml'), 'utf8'), {
+        ports,
+        postgres: { host: '127.0.0.1', port: 5432, user: 'u', password: 'p' },
+        databases: { persistence: 'a', visibility: 'b' },
+        dynamicConfigFile: '/d.yaml',
+      }) as { persistence: { numHistoryShards: number; datastores: Record<string, { sql: { pluginName: string } }> } };
+      expect(String(config.persistence.numHistoryShards)).toBe(services.temporal!.environment!.NUM_HISTORY_SHARDS);
+      for (const store of Object.values(config.persistence.datastores)) expect(store.sql.pluginName).toBe(TEMPORAL_SQL_PLUGIN);
+      // Every listener of the suite's server on loopback, on the ports given.
+      expect(JSON.stringify(config)).not.toMatch(/bindOnLocalHost|0\.0\.0\.0/);
+    });
+  });
+
   for (const name of ['migrate', 'api', 'worker', 'codec']) {
     it(`gives the ${name} only variables the config module knows, and they validate in production mode`, () => {
       const service = services[name]!;
@@ -107,7 +172,7 @@ describe('docker-compose.yml', () => {
       expect(services[name]!.volumes, name).toContain('${LEDGERLOCK_TLS_DIR:?set LEDGERLOCK_TLS_DIR}:/tls:ro');
     }
     expect(services['temporal-ui']!.environment).toMatchObject({ TEMPORAL_TLS_CERT: '/tls/client.pem', TEMPORAL_TLS_ENABLE_HOST_VERIFICATION: 'true' });
-    expect(services['temporal-search-attributes']!.entrypoint!.join(' ')).toContain('$$TLS_FLAGS');
+    expect(readFileSync(path.join(REPO_ROOT, TEMPORAL_SETUP_SCRIPTS.namespace), 'utf8')).toContain('tls="${TLS_FLAGS:-}"');
     expect(services['temporal-search-attributes']!.environment!.TLS_FLAGS).toContain('--tls-cert-path /tls/client.pem');
     expect(services.temporal!.healthcheck?.test.join(' ')).toContain('--tls-cert-path');
     expect(services.api!.healthcheck?.test.join(' ')).toContain('https://localhost:3000/readyz');

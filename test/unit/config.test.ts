@@ -18,11 +18,18 @@ describe('loadConfig', () => {
     expect(config.api).toEqual({ host: '127.0.0.1', port: 3000 });
     expect(config.databaseUrl).toBe('postgres://127.0.0.1:5432/ledgerlock');
     expect(config.temporal.address).toBe('127.0.0.1:7233');
-    expect(config.temporal.devServer).toEqual({ port: 7233, uiPort: 8233, httpPort: 7243, metricsPort: 7244 });
+    expect(config.temporal.devServer).toEqual({ port: 7233, uiHost: '127.0.0.1', uiPort: 8233, uiBackendPort: 8234, httpPort: 7243, metricsPort: 7244 });
     expect(config.stripe).toMatchObject({ secretKey: LOCAL_ONLY_STRIPE_KEY, apiUrl: 'http://127.0.0.1:12111', mock: { port: 12111 } });
     expect(config.kms).toMatchObject({ endpoint: 'http://127.0.0.1:4599', local: { port: 4599 } });
     expect(config.regions).toEqual(['eu', 'us']);
     expect(config.dataDir).toBe('/srv/ledgerlock/.data');
+  });
+
+  it("lets the codec session be used from the local Web UI's origin (the proxy on TEMPORAL_UI_PORT), over HTTPS when the API has a certificate", () => {
+    expect(loadConfig({ TEMPORAL_UI_PORT: '9233' }, '/srv').codec.corsOrigins).toEqual(['http://127.0.0.1:9233', 'http://localhost:9233']);
+    const tls = loadConfig({ API_TLS_CERT: '/srv/tls.crt', API_TLS_KEY: '/srv/tls.key' }, '/srv');
+    expect(tls.codec.corsOrigins).toEqual(['https://127.0.0.1:8233', 'https://localhost:8233']);
+    expect(tls.codec.secureCookies).toBe(true);
   });
 
   it('talks to real Stripe when given a secret key, starting no stripe-mock', () => {
@@ -42,6 +49,17 @@ describe('loadConfig', () => {
   it('starts no dev server when pointed at a Temporal cluster', () => {
     const config = loadConfig({ TEMPORAL_ADDRESS: 'temporal.internal:7233' }, '/srv');
     expect(config.temporal.devServer).toBeUndefined();
+  });
+
+  it('runs the full Temporal server instead of the dev server with LEDGERLOCK_TEMPORAL=server, and neither when pointed at a cluster', () => {
+    expect(loadConfig({}).temporal.fullServer).toBeUndefined();
+    const full = loadConfig({ LEDGERLOCK_TEMPORAL: 'server', TEMPORAL_PORT: '17233', TEMPORAL_SERVER_PATH: '/opt/temporal-server' });
+    expect(full.temporal.devServer).toBeUndefined();
+    expect(full.temporal.fullServer).toEqual({ port: 17233, httpPort: 7243, metricsPort: 7244, executables: { server: '/opt/temporal-server' } });
+    expect(full.temporal.address).toBe('127.0.0.1:17233');
+    const cluster = loadConfig({ LEDGERLOCK_TEMPORAL: 'server', TEMPORAL_ADDRESS: 'temporal:7233' });
+    expect([cluster.temporal.devServer, cluster.temporal.fullServer]).toEqual([undefined, undefined]);
+    expect(() => loadConfig({ LEDGERLOCK_TEMPORAL: 'full' })).toThrow(/LEDGERLOCK_TEMPORAL/);
   });
 
   it('names every invalid variable at once', () => {

@@ -33,6 +33,9 @@ describe('ensureServers (npm run setup)', () => {
       chmodSync(file, 0o755);
       env[server.overrideEnv] = file;
     }
+    // The full server's schema and config come from its module source, whoever built the binary.
+    await expect(ensureServers(tempDir(), { env })).rejects.toThrow(GO_MISSING_MESSAGE);
+    env.TEMPORAL_SERVER_MODULE_DIR = tempDir();
     const printed: string[] = [];
     const paths = await ensureServers(tempDir(), { env, print: (line) => printed.push(line) });
     expect(printed).toEqual([]);
