@@ -1,4 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse } from 'yaml';
+import { REPO_ROOT } from '../../src/stack/paths';
 import { describe, expect, it } from 'vitest';
 import { registry } from '../../src/metrics/metrics';
 import { serverPath } from '../../src/stack/servers';
@@ -81,5 +85,24 @@ describe('deploy/prometheus/alerts.yml and deploy/grafana/ledgerlock.json', () =
   it('finds metric names in PromQL, leaving out label names, strings and functions', () => {
     expect(metricNamesIn('sum by (saga, reason) (increase(ledgerlock_saga_failed_total{reason="CompensationFailed"}[15m])) > 0')).toEqual(['ledgerlock_saga_failed_total']);
     expect(metricNamesIn('histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m]))) / y')).toEqual(['x_bucket', 'y']);
+  });
+
+  it("has docker-compose's prometheus scrape every Ledgerlock service on its METRICS_PORT, under job names the alerts select", () => {
+    const compose = parse(readFileSync(path.join(REPO_ROOT, 'docker-compose.yml'), 'utf8')) as { services: Record<string, { command?: string[]; environment?: Record<string, string> }> };
+    const scrape = parse(readFileSync(path.join(REPO_ROOT, 'deploy/prometheus/prometheus.yml'), 'utf8')) as {
+      rule_files: string[];
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    expect(scrape.rule_files).toEqual(['/etc/prometheus/alerts.yml']);
+    const ledgerlock = Object.entries(compose.services).filter(([, s]) => ['api', 'worker', 'codec-server'].includes(s.command?.[0] ?? ''));
+    expect(ledgerlock.length).toBe(3);
+    const targets = scrape.scrape_configs.flatMap((c) => {
+      expect(c.job_name).toMatch(/^ledgerlock-/);
+      return c.static_configs.flatMap((sc) => sc.targets);
+    });
+    for (const [name, service] of ledgerlock) {
+      expect(service.environment?.METRICS_HOST).toBe('0.0.0.0');
+      expect(targets).toContain(`${name}:${service.environment?.METRICS_PORT}`);
+    }
   });
 });
