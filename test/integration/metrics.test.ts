@@ -1,10 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createAuditActivities } from '../../activities/audit';
 import { loadConfig } from '../../src/config/config';
+import { createDb } from '../../src/db/database';
+import { registry } from '../../src/metrics/metrics';
 import { freePort } from '../../src/stack/process';
 import { STRIPE_WEBHOOK_PATH } from '../../src/webhooks/webhook-routes';
 import { spawnCli, type SpawnedCli } from '../support/spawn';
-import { testEnv } from '../support/stack';
+import { testConfig, testEnv } from '../support/stack';
 import { referencedMetricNames } from '../support/deploy-metrics';
 import { tokenFor } from '../support/tokens';
 
@@ -149,5 +152,31 @@ describe('metrics of a running app process', () => {
     const onApi = await fetch(`${api}/metrics`);
     expect(onApi.status).toBe(404);
     expect(await onApi.text()).not.toContain('ledgerlock_');
+  });
+
+  it('counts an audited milestone once however often its activity is retried (recordAudit on the real audit trail)', async () => {
+    const db = createDb(testConfig().databaseAppUrl, { max: 1 });
+    try {
+      const { recordAudit } = createAuditActivities({ db });
+      const counted = async () => (await registry.getSingleMetric('ledgerlock_dunning_campaigns_total')!.get()).values.find((v) => v.labels.state === 'started')?.value ?? 0;
+      const before = await counted();
+      const subscriptionId = `sub_ll_${randomUUID().replace(/-/g, '')}`;
+      const workflowId = `dunning:${subscriptionId}:in_metrics`;
+      const entry = {
+        idempotencyKey: `${workflowId}:dunning.started:campaign`,
+        actor: `workflow:${workflowId}`,
+        action: 'dunning.started',
+        subjectType: 'subscription',
+        subjectId: subscriptionId,
+        details: { invoiceId: 'in_metrics', attempt: 0 },
+        occurredAt: '2026-12-03T00:00:00.000Z',
+      };
+      const first = await recordAudit(entry);
+      // A retried attempt (or a replayed workflow) appends nothing and counts nothing.
+      expect(await recordAudit(entry)).toEqual(first);
+      expect(await counted()).toBe(before + 1);
+    } finally {
+      await db.destroy();
+    }
   });
 });

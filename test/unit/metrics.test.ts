@@ -1,4 +1,11 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { ensureLocalSigningKey } from '../../src/auth/signing-keys';
+import { createTokenVerifier, InvalidTokenError, mintToken } from '../../src/auth/tokens';
+import { testConfig } from '../support/stack';
 import { countAuditedMilestone } from '../../src/metrics/audit-milestones';
 import { boundedLabel, currencyLabel, dunningCampaigns, keyRotationDataKeys, oneOf, registry, TOKEN_REFUSALS } from '../../src/metrics/metrics';
 import { stripeOperation, stripeOutcome } from '../../src/stripe/stripe-client';
@@ -50,5 +57,43 @@ describe('audited milestones', () => {
     expect(await value('ledgerlock_key_rotation_data_keys_total', { phase: 'rewrapped' })).toBe(rewrapped + 7);
     expect(dunningCampaigns).toBeDefined();
     expect(keyRotationDataKeys).toBeDefined();
+  });
+});
+
+describe('token refusals', () => {
+  it('counts each refusal under a reason from the fixed list, never the token', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-metrics-tokens-'));
+    try {
+      const config = testConfig({ LEDGERLOCK_DATA_DIR: dataDir });
+      const key = await ensureLocalSigningKey(dataDir);
+      const verify = createTokenVerifier(config);
+      const refusal = async (token: string) => {
+        const err = await verify(token).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(InvalidTokenError);
+        return (err as InvalidTokenError).reason;
+      };
+      const before = Object.fromEntries(await Promise.all(TOKEN_REFUSALS.map(async (r) => [r, await value('ledgerlock_token_refusals_total', { reason: r })] as const)));
+
+      expect(await refusal('not.a.jwt')).toBe('malformed');
+      const otherAudience = await mintToken(testConfig({ LEDGERLOCK_DATA_DIR: dataDir, AUTH_AUDIENCE: 'another-api' }), key, { subject: 'svc', scopes: [], ttlSeconds: 60 });
+      expect(await refusal(otherAudience)).toBe('claims');
+      const forged = await new SignJWT({ sub: 'svc', scope: '' })
+        .setProtectedHeader({ alg: 'ES256', kid: key.kid })
+        .setIssuer(config.auth.issuer)
+        .setAudience(config.auth.audience)
+        .setExpirationTime('1m')
+        .sign((await generateKeyPair('ES256')).privateKey);
+      expect(await refusal(forged)).toBe('bad_signature');
+
+      expect(await value('ledgerlock_token_refusals_total', { reason: 'malformed' })).toBe(before.malformed! + 1);
+      expect(await value('ledgerlock_token_refusals_total', { reason: 'claims' })).toBe(before.claims! + 1);
+      expect(await value('ledgerlock_token_refusals_total', { reason: 'bad_signature' })).toBe(before.bad_signature! + 1);
+      expect(await registry.metrics()).not.toContain(forged.slice(0, 20));
+      // A good token is no refusal.
+      await verify(await mintToken(config, key, { subject: 'svc', scopes: [], ttlSeconds: 60 }));
+      expect(await value('ledgerlock_token_refusals_total', { reason: 'invalid' })).toBe(before.invalid);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
