@@ -22,6 +22,7 @@ import { SUBSCRIPTION_ID_PATTERN } from '../../workflows/subscription-contracts'
 import { GRACE_PERIOD_STAGE } from '../../workflows/key-rotation-contracts';
 import { formatEndpoints, startStack } from '../stack/start';
 import { createStripe } from '../stripe/stripe-client';
+import { stripeIdPattern } from '../stripe/stripe-ids';
 import { isTriggerEventType, TRIGGER_EVENT_TYPES, triggerStripeEvent, TriggerError } from '../webhooks/trigger';
 import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '../keys/key-rotation-service';
 import { progressLine } from '../keys/progress-bar';
@@ -323,7 +324,7 @@ async function stripeCommand(args: string[]): Promise<void> {
   if (sub !== 'trigger' || extra.length > 0) throw new UsageError(`expected stripe trigger <event-type> --subscription <id>\n\n${USAGE}`);
   if (!type || !isTriggerEventType(type)) throw new UsageError(`event type must be one of ${TRIGGER_EVENT_TYPES.join(', ')}`);
   if (!values.subscription || !SUBSCRIPTION_ID_PATTERN.test(values.subscription)) throw new UsageError('--subscription <sub_ll_…> is required');
-  if (values.invoice !== undefined && !/^in_[A-Za-z0-9]+$/.test(values.invoice)) throw new UsageError('--invoice must be a Stripe invoice id (in_…)');
+  if (values.invoice !== undefined && !stripeIdPattern('in').test(values.invoice)) throw new UsageError('--invoice must be a Stripe invoice id (in_…)');
   if (values['payment-method'] !== undefined && !/^pm_[A-Za-z0-9_]+$/.test(values['payment-method'])) throw new UsageError('--payment-method must be a Stripe payment method id (pm_…)');
   if (values.api !== undefined && !/^https?:\/\/[^\s]+$/.test(values.api)) throw new UsageError('--api must be an http(s) URL');
 

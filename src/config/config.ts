@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { stripeIdPattern } from '../stripe/stripe-ids';
 import type { DataKeyCacheLimits } from '../crypto/key-cache';
 import { buildDunningPolicies, parseJsonVariable, policyOverrideSchema, type DunningPolicies, type PolicyOverride } from '../dunning/dunning-policy';
 
@@ -410,7 +411,7 @@ function crossFieldProblems(raw: Raw): { variable: string; message: string }[] {
   }
   for (const [variable, schema] of [
     ['DUNNING_POLICY', policyOverrideSchema],
-    ['DUNNING_POLICY_BY_PRICE', z.record(z.string().regex(/^price_[A-Za-z0-9_]+$/, 'keys must be Stripe price ids'), policyOverrideSchema)],
+    ['DUNNING_POLICY_BY_PRICE', z.record(z.string().regex(stripeIdPattern('price'), 'keys must be Stripe price ids (price_…)'), policyOverrideSchema)],
   ] as const) {
     const text = raw[variable];
     if (text === undefined) continue;
