@@ -25,6 +25,7 @@ import { isTriggerEventType, TRIGGER_EVENT_TYPES, triggerStripeEvent, TriggerErr
 import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '../keys/key-rotation-service';
 import { progressLine } from '../keys/progress-bar';
 import { connectClient } from '../temporal/connection';
+import { installTemporalRuntime } from '../temporal/runtime-telemetry';
 
 const USAGE = `Usage: ledgerlock <command>
 
@@ -145,12 +146,14 @@ async function appCommand(args: string[]): Promise<void> {
  * and the process goes on (the work it belonged to retries or reports on its own path).
  */
 function guardAgainstCrashes(log: Logger): void {
-  process.on('unhandledRejection', (reason) => log.error('unhandled rejection', { reason: errorMessage(reason) }));
+  process.on('unhandledRejection', (reason) => log.error({ reason: errorMessage(reason) }, 'unhandled rejection'));
 }
 
 async function runUntilSignalled(begin: (config: Config, log: Logger, services: Services) => Promise<Running>): Promise<void> {
   const { config, log } = setUp();
   guardAgainstCrashes(log);
+  // Before any worker connection: the SDK's logs, workflows' and activities' included, go through `log`.
+  installTemporalRuntime(log, config.logLevel);
   const services = createServices(config, log);
   const running = await begin(config, log, services).catch(async (err: unknown) => {
     await services.close();
@@ -172,11 +175,11 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenPar
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals | 'supervisor gone' | 'parent gone') => {
       if (stopping) {
-        log.warn('forced exit', { signal });
+        log.warn({ signal }, 'forced exit');
         process.exit(1);
       }
       stopping = true;
-      log.info('stopping', { signal });
+      log.info({ signal }, 'stopping');
       stop()
         .then(() => {
           log.info('stopped');
@@ -184,7 +187,7 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenPar
           process.exit(0);
         })
         .catch((err) => {
-          log.error('stop failed', { reason: errorMessage(err) });
+          log.error({ reason: errorMessage(err) }, 'stop failed');
           process.exit(1);
         });
     };

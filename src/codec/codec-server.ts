@@ -172,7 +172,7 @@ function authenticate(deps: CodecServerDeps, scope: Scope) {
     try {
       principal = await deps.verify(token);
     } catch (err) {
-      deps.log.warn('codec token rejected', { reason: errorMessage(err) });
+      deps.log.warn({ reason: errorMessage(err) }, 'codec token rejected');
       res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
       return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'The token is invalid or expired.' });
     }
@@ -183,7 +183,7 @@ function authenticate(deps: CodecServerDeps, scope: Scope) {
       res.locals.actor = await deps.actorOf(principal.subject);
     } catch (err) {
       if (!(err instanceof AuditActorUnavailableError)) return next(err);
-      deps.log.warn('audit actor unavailable', { reason: err.message });
+      deps.log.warn({ reason: err.message }, 'audit actor unavailable');
       return sendActorUnavailable(res);
     }
     res.locals.principal = principal;

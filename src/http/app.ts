@@ -2,6 +2,7 @@ import express, { type Express, type RequestHandler, type Router } from 'express
 import { cachedReadiness, type Dependency, type HealthCheck } from '../health/health';
 import type { Logger } from '../log';
 import { problemErrorHandler, sendProblem } from './problem';
+import { requestLog } from './request-log';
 
 export interface AppDeps {
   readonly log: Logger;
@@ -21,6 +22,7 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  app.use(requestLog(deps.log));
 
   // Liveness: this process answers. It reaches no dependency, so it costs nothing to ask.
   const limit = deps.healthLimit ? [deps.healthLimit] : [];

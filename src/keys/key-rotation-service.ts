@@ -51,7 +51,7 @@ export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>
   const scheduled = action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` });
   try {
     await client.schedule.create({ scheduleId: KEY_ROTATION_SCHEDULE_ID, spec, action: scheduled, policies });
-    log.info('key rotation schedule created', { everyDays: config.keyRotation.intervalDays });
+    log.info({ everyDays: config.keyRotation.intervalDays }, 'key rotation schedule created');
     return 'created';
   } catch (err) {
     if (!(err instanceof ScheduleAlreadyRunning)) throw err;
