@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { isSpanContextValid, trace } from '@opentelemetry/api';
 import type { Logger as TemporalLogger, LogLevel as TemporalLogLevel, LogMetadata } from '@temporalio/common';
 import pino, { type DestinationStream, type LoggerOptions } from 'pino';
 import type { LogLevel } from './config/config';
@@ -117,10 +118,17 @@ function loggerOptions(level: LogLevel, base: LogFields): LoggerOptions {
     timestamp: pino.stdTimeFunctions.isoTime,
     // Level names, not numbers: what an on-call greps for.
     formatters: { level: (label) => ({ level: label }) },
+    // The trace of the work a line belongs to, named as the Temporal interceptors name it in the SDK's lines.
+    mixin: traceFields,
     redact: { paths: [...REDACT_PATHS], censor: REDACTED },
     // An error's name, message and stack only: its own properties (an SDK's request, a failure's details) stay out.
     serializers: { err: errorFields, error: errorFields, reason: errorFields },
   };
+}
+
+function traceFields(): LogFields {
+  const context = trace.getActiveSpan()?.spanContext();
+  return context && isSpanContextValid(context) ? { trace_id: context.traceId, span_id: context.spanId } : {};
 }
 
 function errorFields(value: unknown): unknown {

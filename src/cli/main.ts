@@ -26,6 +26,7 @@ import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '.
 import { progressLine } from '../keys/progress-bar';
 import { connectClient } from '../temporal/connection';
 import { installTemporalRuntime } from '../temporal/runtime-telemetry';
+import { installTracing } from '../tracing/tracing';
 
 const USAGE = `Usage: ledgerlock <command>
 
@@ -154,14 +155,19 @@ async function runUntilSignalled(begin: (config: Config, log: Logger, services: 
   guardAgainstCrashes(log);
   // Before any worker connection: the SDK's logs, workflows' and activities' included, go through `log`.
   installTemporalRuntime(log, config.logLevel);
+  // Before the clients: their HTTP calls (Stripe, KMS) are traced from the first.
+  const traces = installTracing(config);
   const services = createServices(config, log);
   const running = await begin(config, log, services).catch(async (err: unknown) => {
     await services.close();
+    await traces.shutdown();
     throw err;
   });
   await stopOnSignal(async () => {
     await running.stop();
     await services.close();
+    // Last: what the shutdown itself traced is exported too.
+    await traces.shutdown();
   }, log);
 }
 

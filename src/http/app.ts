@@ -3,6 +3,7 @@ import { cachedReadiness, type Dependency, type HealthCheck } from '../health/he
 import type { Logger } from '../log';
 import { problemErrorHandler, sendProblem } from './problem';
 import { requestLog } from './request-log';
+import { routeSpans } from './route-spans';
 
 export interface AppDeps {
   readonly log: Logger;
@@ -23,6 +24,7 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', false);
   app.use(requestLog(deps.log));
+  app.use(routeSpans());
 
   // Liveness: this process answers. It reaches no dependency, so it costs nothing to ask.
   const limit = deps.healthLimit ? [deps.healthLimit] : [];

@@ -1,3 +1,4 @@
+import { context } from '@opentelemetry/api';
 import type { RequestHandler, Request, Response } from 'express';
 import type { Logger, LogFields } from '../log';
 
@@ -29,7 +30,8 @@ export function logFields(res: Response, fields: LogFields): void {
 export function requestLog(log: Logger): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
-    res.on('finish', () => {
+    // Bound to the request's context: the line carries the request's trace id whatever context 'finish' fires in.
+    res.on('finish', context.bind(context.active(), () => {
       const route = routeOf(req);
       const fields: LogFields = {
         method: req.method,
@@ -41,12 +43,12 @@ export function requestLog(log: Logger): RequestHandler {
       };
       if (route && POLLED.has(route)) log.debug(fields, 'request');
       else log.info(fields, 'request');
-    });
+    }));
     next();
   };
 }
 
-function routeOf(req: Request): string | undefined {
+export function routeOf(req: Request): string | undefined {
   const path = (req.route as { path?: unknown } | undefined)?.path;
   return typeof path === 'string' ? `${req.baseUrl}${path}` : undefined;
 }
