@@ -90,7 +90,7 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
     case 'audit':
       return auditCommand(args);
     case 'worker':
-      return runUntilSignalled((config, log, services) => startWorker(config, log, services));
+      return runUntilSignalled((config, log, services) => startWorker(config, log, services), { runsWorkers: true });
     case 'api':
       return runUntilSignalled((config, log, services) => startApi(config, log, services));
     case 'codec-server':
@@ -139,7 +139,7 @@ async function appCommand(args: string[]): Promise<void> {
     const ready: AppReadyMessage = { type: 'ready', apiUrl: app.apiUrl, codecUrl: app.codecUrl };
     process.send?.(ready);
     return app;
-  });
+  }, { runsWorkers: true });
 }
 
 /**
@@ -150,11 +150,15 @@ function guardAgainstCrashes(log: Logger): void {
   process.on('unhandledRejection', (reason) => log.error({ reason: errorMessage(reason) }, 'unhandled rejection'));
 }
 
-async function runUntilSignalled(begin: (config: Config, log: Logger, services: Services) => Promise<Running>): Promise<void> {
+async function runUntilSignalled(
+  begin: (config: Config, log: Logger, services: Services) => Promise<Running>,
+  options: { runsWorkers?: boolean } = {},
+): Promise<void> {
   const { config, log } = setUp();
   guardAgainstCrashes(log);
   // Before any worker connection: the SDK's logs, workflows' and activities' included, go through `log`.
-  installTemporalRuntime(log, config.logLevel);
+  // Clients alone (API, codec server) need no Runtime: they speak gRPC from JavaScript.
+  if (options.runsWorkers) installTemporalRuntime(log, config.logLevel);
   // Before the clients: their HTTP calls (Stripe, KMS) are traced from the first.
   const traces = installTracing(config);
   const services = createServices(config, log);
