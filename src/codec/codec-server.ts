@@ -9,6 +9,8 @@ import type { TokenVerifier } from '../auth/tokens';
 import { CryptoError } from '../crypto/errors';
 import { sendActorUnavailable } from '../http/auth';
 import { problemErrorHandler, sendProblem, validationProblem } from '../http/problem';
+import { requestLog } from '../http/request-log';
+import { routeSpans } from '../http/route-spans';
 import { errorMessage, type Logger } from '../log';
 import { KmsPayloadCodec } from '../temporal/payload-codec';
 
@@ -68,6 +70,9 @@ function toJson(payload: Payload): JsonPayload {
 export function createCodecApp(deps: CodecServerDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  // Like the API's: one line per request (never its headers: the session cookie, the token), the route's span.
+  app.use(requestLog(deps.log));
+  app.use(routeSpans());
   app.use(cors(deps.corsOrigins));
 
   app.get('/healthz', (_req, res) => {
