@@ -169,7 +169,7 @@ export function startAuditCheckpointer(options: CheckpointerOptions): Checkpoint
     if (!due) return;
     const { outcome, checkpoint } = await writeCheckpoint(options, head, now());
     if (outcome === 'conflict') {
-      options.log.error('audit chain head differs from its signed checkpoint: run `ledgerlock audit verify`', { seq: head.seq });
+      options.log.error({ seq: head.seq }, 'audit chain head differs from its signed checkpoint: run `ledgerlock audit verify`');
     }
     last = { seq: BigInt(head.seq), at: Date.parse(checkpoint.createdAt) };
   };
@@ -183,7 +183,7 @@ export function startAuditCheckpointer(options: CheckpointerOptions): Checkpoint
         failing = false;
       } catch (err) {
         // Once per outage, not once per poll; the reason names no content (SDK and pg messages).
-        if (!failing) options.log.warn('audit checkpoint failed; retrying', { reason: errorMessage(err) });
+        if (!failing) options.log.warn({ reason: errorMessage(err) }, 'audit checkpoint failed; retrying');
         failing = true;
         last = undefined;
       }

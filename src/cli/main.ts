@@ -28,6 +28,8 @@ import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '.
 import { progressLine } from '../keys/progress-bar';
 import { retentionPlan } from '../customers/customer-retention';
 import { connectClient } from '../temporal/connection';
+import { installTemporalRuntime } from '../temporal/runtime-telemetry';
+import { installTracing } from '../tracing/tracing';
 
 const USAGE = `Usage: ledgerlock <command>
 
@@ -97,7 +99,7 @@ async function main(command: string | undefined, args: string[]): Promise<void> 
     case 'audit':
       return auditCommand(args);
     case 'worker':
-      return runUntilSignalled((config, log, services) => startWorker(config, log, services));
+      return runUntilSignalled((config, log, services) => startWorker(config, log, services), { runsWorkers: true });
     case 'api':
       return runUntilSignalled((config, log, services) => startApi(config, log, services));
     case 'codec-server':
@@ -148,7 +150,7 @@ async function appCommand(args: string[]): Promise<void> {
     const ready: AppReadyMessage = { type: 'ready', apiUrl: app.apiUrl, codecUrl: app.codecUrl };
     process.send?.(ready);
     return app;
-  });
+  }, { runsWorkers: true });
 }
 
 /**
@@ -156,20 +158,31 @@ async function appCommand(args: string[]): Promise<void> {
  * and the process goes on (the work it belonged to retries or reports on its own path).
  */
 function guardAgainstCrashes(log: Logger): void {
-  process.on('unhandledRejection', (reason) => log.error('unhandled rejection', { reason: errorMessage(reason) }));
+  process.on('unhandledRejection', (reason) => log.error({ reason: errorMessage(reason) }, 'unhandled rejection'));
 }
 
-async function runUntilSignalled(begin: (config: Config, log: Logger, services: Services) => Promise<Running>): Promise<void> {
+async function runUntilSignalled(
+  begin: (config: Config, log: Logger, services: Services) => Promise<Running>,
+  options: { runsWorkers?: boolean } = {},
+): Promise<void> {
   const { config, log } = setUp();
   guardAgainstCrashes(log);
+  // Before any worker connection: the SDK's logs, workflows' and activities' included, go through `log`.
+  // Clients alone (API, codec server) need no Runtime: they speak gRPC from JavaScript.
+  if (options.runsWorkers) installTemporalRuntime(log, config.logLevel);
+  // Before the clients: their HTTP calls (Stripe, KMS) are traced from the first.
+  const traces = installTracing(config);
   const services = createServices(config, log);
   const running = await begin(config, log, services).catch(async (err: unknown) => {
     await services.close();
+    await traces.shutdown();
     throw err;
   });
   await stopOnSignal(async () => {
     await running.stop();
     await services.close();
+    // Last: what the shutdown itself traced is exported too.
+    await traces.shutdown();
   }, log);
 }
 
@@ -183,11 +196,11 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenPar
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals | 'supervisor gone' | 'parent gone') => {
       if (stopping) {
-        log.warn('forced exit', { signal });
+        log.warn({ signal }, 'forced exit');
         process.exit(1);
       }
       stopping = true;
-      log.info('stopping', { signal });
+      log.info({ signal }, 'stopping');
       stop()
         .then(() => {
           log.info('stopped');
@@ -195,7 +208,7 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenPar
           process.exit(0);
         })
         .catch((err) => {
-          log.error('stop failed', { reason: errorMessage(err) });
+          log.error({ reason: errorMessage(err) }, 'stop failed');
           process.exit(1);
         });
     };

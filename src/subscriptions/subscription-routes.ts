@@ -17,6 +17,7 @@ import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
 import { claimIdempotencyKey, claimIdempotencyKeyOfIds, idempotencyKeyOf, idFor, recordIdempotentResponse } from '../http/idempotency';
 import { HttpProblem, sendProblem, validationProblem } from '../http/problem';
+import { logFields } from '../http/request-log';
 import {
   cancelSubscriptionUpdate,
   refundInvoiceUpdate,
@@ -108,6 +109,7 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
     const subscriptionId = idFor('sub_ll_', principal.subject, idempotencyKey);
     const customerId = idFor('cust_', principal.subject, `subscription:${idempotencyKey}`);
     const workflowId = subscriptionWorkflowId(subscriptionId);
+    logFields(res, { subscriptionId, customerId, workflowId });
     const customer = await sealProfile(deps.envelope, customerId, body.data.customer);
     await claimIdempotencyKey(deps, { caller: res.locals.actor, idempotencyKey, dataKeyId: customer.dataKeyId, body: body.data, workflowId });
     try {

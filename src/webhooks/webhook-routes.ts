@@ -37,7 +37,7 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
   const log = deps.log.child({ route: STRIPE_WEBHOOK_PATH });
   const router = Router();
   const reject = (res: Response, status: number, reason: string, problem: { title: string; detail: string; errors?: { field: string; message: string }[] }) => {
-    log.warn('stripe webhook rejected', { reason, status });
+    log.warn({ reason, status }, 'stripe webhook rejected');
     sendProblem(res, { status, ...problem });
   };
 
@@ -80,12 +80,14 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
       }
 
       const outcome = await recordStripeEvent(deps.db, event, route);
-      log.info('stripe event received', {
+      log.info({
         eventId: event.id,
         type: event.type,
+        ...(route.subscriptionId ? { subscriptionId: route.subscriptionId } : {}),
+        ...(route.kind === 'signal' ? { workflowId: route.workflowId } : {}),
         outcome: outcome === 'duplicate' ? 'duplicate' : route.kind === 'signal' ? 'pending' : 'ignored',
         ...(route.kind === 'ignored' && outcome === 'recorded' ? { ignoreReason: route.reason } : {}),
-      });
+      }, 'stripe event received');
       if (outcome === 'recorded' && route.kind === 'signal') deps.onRecorded?.();
       res.status(200).json({ received: true, ...(outcome === 'duplicate' ? { duplicate: true } : {}) });
     },
