@@ -42,7 +42,7 @@ export interface NoticeSender {
 export function loggingNoticeSender(log: Pick<Logger, 'info'>): NoticeSender {
   return {
     async send(notice) {
-      log.info('dunning notice', { noticeId: notice.id, template: notice.template, subscriptionId: notice.subscriptionId, invoiceId: notice.invoiceId, attempt: notice.attempt });
+      log.info({ noticeId: notice.id, template: notice.template, subscriptionId: notice.subscriptionId, invoiceId: notice.invoiceId, attempt: notice.attempt }, 'dunning notice');
     },
   };
 }

@@ -81,7 +81,7 @@ export async function startWorker(
       });
       const runs = Promise.all(workers.map((worker) => worker.run()));
       current = { workers, runs, connection };
-      log.info('worker polling', { taskQueues: workers.map((w) => w.options.taskQueue).join(',') });
+      log.info({ taskQueues: workers.map((w) => w.options.taskQueue).join(',') }, 'worker polling');
       // Wrapped: an async function returning the promise itself would wait for the workers to end.
       return { runs };
     } catch (err) {
@@ -111,7 +111,7 @@ export async function startWorker(
         // One worker of the pair failing leaves the other polling alone: stop both, then rebuild both.
         await retire();
         const waitMs = Math.min(WORKER_RESTART_MS.first * 2 ** failures++, WORKER_RESTART_MS.max);
-        log.error('worker failed; restarting', { reason: errorMessage(err), inMs: waitMs, restarts: failures });
+        log.error({ reason: errorMessage(err), inMs: waitMs, restarts: failures }, 'worker failed; restarting');
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, waitMs);
           wake = () => {
@@ -227,7 +227,7 @@ async function listen(
     server.listen(where.port, where.host, resolve);
   });
   const { port } = server.address() as AddressInfo;
-  log.info(`${name} listening`, { host: where.host, port, tls: tls !== undefined });
+  log.info({ host: where.host, port, tls: tls !== undefined }, `${name} listening`);
   return {
     url: `${tls ? 'https' : 'http'}://${where.host}:${port}`,
     async stop() {
@@ -248,7 +248,7 @@ export interface RunningApp extends Running {
 export async function startApp(config: Config, log: Logger, services: Services, workflowBundle?: WorkflowBundleOption): Promise<RunningApp> {
   const started: Running[] = [];
   const stop = async () => {
-    for (const running of started.reverse()) await running.stop().catch((err: unknown) => log.error('stop failed', { reason: errorMessage(err) }));
+    for (const running of started.reverse()) await running.stop().catch((err: unknown) => log.error({ reason: errorMessage(err) }, 'stop failed'));
   };
   try {
     started.push(await startWorker(config, log, services, workflowBundle));

@@ -171,7 +171,7 @@ export function startAuditCheckpointer(options: CheckpointerOptions): Checkpoint
     const { outcome, checkpoint } = await writeCheckpoint(options, head, now());
     if (outcome === 'conflict') {
       auditVerifyFailures.inc({ kind: 'checkpoint-conflict' });
-      options.log.error('audit chain head differs from its signed checkpoint: run `ledgerlock audit verify`', { seq: head.seq });
+      options.log.error({ seq: head.seq }, 'audit chain head differs from its signed checkpoint: run `ledgerlock audit verify`');
     }
     last = { seq: BigInt(head.seq), at: Date.parse(checkpoint.createdAt) };
   };
@@ -185,7 +185,7 @@ export function startAuditCheckpointer(options: CheckpointerOptions): Checkpoint
         failing = false;
       } catch (err) {
         // Once per outage, not once per poll; the reason names no content (SDK and pg messages).
-        if (!failing) options.log.warn('audit checkpoint failed; retrying', { reason: errorMessage(err) });
+        if (!failing) options.log.warn({ reason: errorMessage(err) }, 'audit checkpoint failed; retrying');
         failing = true;
         last = undefined;
       }

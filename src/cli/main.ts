@@ -22,14 +22,16 @@ import { SUBSCRIPTION_ID_PATTERN } from '../../workflows/subscription-contracts'
 import { GRACE_PERIOD_STAGE } from '../../workflows/key-rotation-contracts';
 import { formatEndpoints, startStack } from '../stack/start';
 import { createStripe } from '../stripe/stripe-client';
+import { stripeIdPattern } from '../stripe/stripe-ids';
 import { isTriggerEventType, TRIGGER_EVENT_TYPES, triggerStripeEvent, TriggerError } from '../webhooks/trigger';
 import { RotationAlreadyRunningError, rotationStatus, startKeyRotation } from '../keys/key-rotation-service';
 import { progressLine } from '../keys/progress-bar';
 import { retentionPlan } from '../customers/customer-retention';
 import { connectClient } from '../temporal/connection';
-import { installTemporalRuntime } from '../temporal/runtime-telemetry';
+import { installTemporalRuntime, temporalPrometheusExporter } from '../temporal/runtime-telemetry';
 import { databaseGauges } from '../metrics/db-gauges';
 import { startMetricsServer, type MetricsServer } from '../metrics/metrics-server';
+import { installTracing } from '../tracing/tracing';
 
 const USAGE = `Usage: ledgerlock <command>
 
@@ -161,7 +163,7 @@ async function appCommand(args: string[]): Promise<void> {
  * and the process goes on (the work it belonged to retries or reports on its own path).
  */
 function guardAgainstCrashes(log: Logger): void {
-  process.on('unhandledRejection', (reason) => log.error('unhandled rejection', { reason: errorMessage(reason) }));
+  process.on('unhandledRejection', (reason) => log.error({ reason: errorMessage(reason) }, 'unhandled rejection'));
 }
 
 /**
@@ -175,8 +177,17 @@ async function runUntilSignalled(
 ): Promise<void> {
   const { config, log } = setUp();
   guardAgainstCrashes(log);
-  // Before any worker or native connection exists: the SDK's runtime is made once per process.
-  const temporalMetricsUrl = options.runsWorkers ? await installTemporalRuntime() : undefined;
+  // Before any worker connection: the SDK's logs, workflows' and activities' included, go through `log`,
+  // and its metrics to a loopback exporter our /metrics merges in.
+  // Clients alone (API, codec server) need no Runtime: they speak gRPC from JavaScript.
+  let temporalMetricsUrl: string | undefined;
+  if (options.runsWorkers) {
+    const prometheus = await temporalPrometheusExporter();
+    installTemporalRuntime(log, config.logLevel, prometheus.telemetry);
+    temporalMetricsUrl = prometheus.url;
+  }
+  // Before the clients: their HTTP calls (Stripe, KMS) are traced from the first.
+  const traces = installTracing(config);
   const services = createServices(config, log);
   let metrics: MetricsServer | undefined;
   const running = await (async () => {
@@ -190,12 +201,15 @@ async function runUntilSignalled(
   })().catch(async (err: unknown) => {
     await metrics?.stop();
     await services.close();
+    await traces.shutdown();
     throw err;
   });
   await stopOnSignal(async () => {
     await running.stop();
     await metrics!.stop();
     await services.close();
+    // Last: what the shutdown itself traced is exported too.
+    await traces.shutdown();
   }, log);
 }
 
@@ -209,11 +223,11 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenPar
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals | 'supervisor gone' | 'parent gone') => {
       if (stopping) {
-        log.warn('forced exit', { signal });
+        log.warn({ signal }, 'forced exit');
         process.exit(1);
       }
       stopping = true;
-      log.info('stopping', { signal });
+      log.info({ signal }, 'stopping');
       stop()
         .then(() => {
           log.info('stopped');
@@ -221,7 +235,7 @@ function stopOnSignal(stop: () => Promise<void>, log: Logger, options: { whenPar
           process.exit(0);
         })
         .catch((err) => {
-          log.error('stop failed', { reason: errorMessage(err) });
+          log.error({ reason: errorMessage(err) }, 'stop failed');
           process.exit(1);
         });
     };
@@ -350,7 +364,7 @@ async function stripeCommand(args: string[]): Promise<void> {
   if (sub !== 'trigger' || extra.length > 0) throw new UsageError(`expected stripe trigger <event-type> --subscription <id>\n\n${USAGE}`);
   if (!type || !isTriggerEventType(type)) throw new UsageError(`event type must be one of ${TRIGGER_EVENT_TYPES.join(', ')}`);
   if (!values.subscription || !SUBSCRIPTION_ID_PATTERN.test(values.subscription)) throw new UsageError('--subscription <sub_ll_…> is required');
-  if (values.invoice !== undefined && !/^in_[A-Za-z0-9]+$/.test(values.invoice)) throw new UsageError('--invoice must be a Stripe invoice id (in_…)');
+  if (values.invoice !== undefined && !stripeIdPattern('in').test(values.invoice)) throw new UsageError('--invoice must be a Stripe invoice id (in_…)');
   if (values['payment-method'] !== undefined && !/^pm_[A-Za-z0-9_]+$/.test(values['payment-method'])) throw new UsageError('--payment-method must be a Stripe payment method id (pm_…)');
   if (values.api !== undefined && !/^https?:\/\/[^\s]+$/.test(values.api)) throw new UsageError('--api must be an http(s) URL');
 

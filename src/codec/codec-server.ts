@@ -9,6 +9,8 @@ import type { TokenVerifier } from '../auth/tokens';
 import { CryptoError } from '../crypto/errors';
 import { sendActorUnavailable } from '../http/auth';
 import { problemErrorHandler, sendProblem, validationProblem } from '../http/problem';
+import { requestLog } from '../http/request-log';
+import { routeSpans } from '../http/route-spans';
 import { errorMessage, type Logger } from '../log';
 import { KmsPayloadCodec } from '../temporal/payload-codec';
 
@@ -68,6 +70,9 @@ function toJson(payload: Payload): JsonPayload {
 export function createCodecApp(deps: CodecServerDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  // Like the API's: one line per request (never its headers: the session cookie, the token), the route's span.
+  app.use(requestLog(deps.log));
+  app.use(routeSpans());
   app.use(cors(deps.corsOrigins));
 
   app.get('/healthz', (_req, res) => {
@@ -172,7 +177,7 @@ function authenticate(deps: CodecServerDeps, scope: Scope) {
     try {
       principal = await deps.verify(token);
     } catch (err) {
-      deps.log.warn('codec token rejected', { reason: errorMessage(err) });
+      deps.log.warn({ reason: errorMessage(err) }, 'codec token rejected');
       res.setHeader('WWW-Authenticate', 'Bearer error="invalid_token"');
       return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'The token is invalid or expired.' });
     }
@@ -183,7 +188,7 @@ function authenticate(deps: CodecServerDeps, scope: Scope) {
       res.locals.actor = await deps.actorOf(principal.subject);
     } catch (err) {
       if (!(err instanceof AuditActorUnavailableError)) return next(err);
-      deps.log.warn('audit actor unavailable', { reason: err.message });
+      deps.log.warn({ reason: err.message }, 'audit actor unavailable');
       return sendActorUnavailable(res);
     }
     res.locals.principal = principal;

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
+import { stripeIdPattern } from '../stripe/stripe-ids';
 import type { DataKeyCacheLimits } from '../crypto/key-cache';
 import { buildDunningPolicies, parseJsonVariable, policyOverrideSchema, type DunningPolicies, type PolicyOverride } from '../dunning/dunning-policy';
 
@@ -31,6 +32,7 @@ export const ENV_DOCS = {
   LEDGERLOCK_DATA_DIR: 'local state: Temporal SQLite file, local KMS keys, server logs, lock file (default `.data`)',
   LEDGERLOCK_TOOLS_DIR: 'where `npm run setup` builds the pinned servers (default `.tools`)',
   LOG_LEVEL: '`debug`, `info` (default), `warn` or `error`',
+  OTEL_EXPORTER_OTLP_ENDPOINT: 'OTLP/HTTP (protobuf) collector base URL (for example `http://127.0.0.1:4318`); when set, every process exports traces to `<URL>/v1/traces`; unset, nothing is exported and no span processor runs (default unset)',
   API_HOST: 'address the API binds to (default `127.0.0.1`)',
   API_PORT: 'API port (default 3000; 0 picks a free one)',
   DATABASE_URL: 'PostgreSQL URL of the database owner, used only by `migrate` (and `npm start`\'s migrations) (default `postgres://127.0.0.1:5432/ledgerlock`; give it to the migrate job only in production)',
@@ -115,6 +117,7 @@ const rawSchema = z.object({
   LEDGERLOCK_DATA_DIR: z.string().min(1).default('.data'),
   LEDGERLOCK_TOOLS_DIR: z.string().min(1).default('.tools'),
   LOG_LEVEL: logLevel.default('info'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: optionalUrl,
   API_HOST: z.string().min(1).default('127.0.0.1'),
   // 0 lets the OS pick, which tests and side-by-side checkouts use.
   API_PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -246,6 +249,8 @@ export interface Config {
   readonly dataDir: string;
   readonly toolsDir: string;
   readonly logLevel: LogLevel;
+  /** Set when traces are exported: the OTLP/HTTP collector's base URL. */
+  readonly tracing?: { readonly otlpEndpoint: string };
   readonly api: { readonly host: string; readonly port: number };
   /** The owner's URL, for migrations only; absent in a production process that does not migrate (see {@link ownerDatabaseUrl}). */
   readonly databaseUrl?: string;
@@ -416,7 +421,7 @@ function crossFieldProblems(raw: Raw): { variable: string; message: string }[] {
   }
   for (const [variable, schema] of [
     ['DUNNING_POLICY', policyOverrideSchema],
-    ['DUNNING_POLICY_BY_PRICE', z.record(z.string().regex(/^price_[A-Za-z0-9_]+$/, 'keys must be Stripe price ids'), policyOverrideSchema)],
+    ['DUNNING_POLICY_BY_PRICE', z.record(z.string().regex(stripeIdPattern('price'), 'keys must be Stripe price ids (price_…)'), policyOverrideSchema)],
   ] as const) {
     const text = raw[variable];
     if (text === undefined) continue;
@@ -447,6 +452,7 @@ function build(raw: Raw, cwd: string): Config {
     dataDir: path.resolve(cwd, raw.LEDGERLOCK_DATA_DIR),
     toolsDir: path.resolve(cwd, raw.LEDGERLOCK_TOOLS_DIR),
     logLevel: raw.LOG_LEVEL,
+    ...(raw.OTEL_EXPORTER_OTLP_ENDPOINT ? { tracing: { otlpEndpoint: raw.OTEL_EXPORTER_OTLP_ENDPOINT } } : {}),
     api: { host: raw.API_HOST, port: raw.API_PORT },
     metrics: { host: raw.METRICS_HOST, port: raw.METRICS_PORT },
     // Local only: the machine's own PostgreSQL with trust auth.

@@ -27,7 +27,7 @@ export function listenForDestroyedKeys(
       if (closed || client !== next) return;
       client = undefined;
       handlers.evictAll();
-      log.warn('data key destruction listener lost; cache wiped, reconnecting', { reason });
+      log.warn({ reason }, 'data key destruction listener lost; cache wiped, reconnecting');
       next.end().catch(() => undefined);
       retryTimer = setTimeout(() => void connect(attempt + 1), Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)));
     };

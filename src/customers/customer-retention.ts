@@ -102,6 +102,6 @@ export async function ensureRetentionSchedule(client: Pick<Client, 'schedule'>, 
     action: action(config),
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
   });
-  if (outcome === 'created') log.info('customer retention schedule created', { retentionDays: config.customerRetentionDays });
+  if (outcome === 'created') log.info({ retentionDays: config.customerRetentionDays }, 'customer retention schedule created');
   return outcome;
 }

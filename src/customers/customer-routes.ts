@@ -11,6 +11,7 @@ import type { CustomerRow, Db } from '../db/database';
 import type { Authorize } from '../http/auth';
 import { claimIdempotencyKey, idempotencyKeyOf, idFor, requestIdOf, requiredHeader } from '../http/idempotency';
 import { sendProblem, validationProblem } from '../http/problem';
+import { logFields } from '../http/request-log';
 import type { registerCustomerWorkflow } from '../../workflows/customers';
 import { appendConsent, consentInputSchema, consentsInForce, findConsent, listConsents, sameConsent, toConsentRecord } from './customer-consents';
 import { openProfile, sealProfile } from './customer-crypto';
@@ -54,6 +55,7 @@ export function createCustomerRouter(deps: CustomerRouteDeps): Router {
     if (!body.success) throw validationProblem(body.error, 'body');
     const customerId = idFor('cust_', principal.subject, idempotencyKey);
     const workflowId = `customer-registration:${customerId}`;
+    logFields(res, { customerId, workflowId });
     const sealed = await sealProfile(deps.envelope, customerId, body.data);
     await claimIdempotencyKey(deps, { caller: res.locals.actor, idempotencyKey, dataKeyId: sealed.dataKeyId, body: body.data, workflowId });
 

@@ -269,7 +269,7 @@ export function createDb(databaseUrl: string, options: DbOptions = {}): Db {
   const pool = new pg.Pool({ ...connectionOptions(databaseUrl), max: options.max ?? 10, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   // An idle client whose server went away emits 'error' on the pool; unheard, that event ends
   // the process. The pool has already discarded the client: the next query connects afresh.
-  const lost = (state: string) => (err: Error) => options.log?.warn('PostgreSQL connection lost', { state, reason: databaseOutage(err) ?? connectFailureReason(err) });
+  const lost = (state: string) => (err: Error) => options.log?.warn({ state, reason: databaseOutage(err) ?? connectFailureReason(err) }, 'PostgreSQL connection lost');
   pool.on('error', lost('idle'));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool: resilientPool(pool, options.role, lost('checked out')) }) });
 }

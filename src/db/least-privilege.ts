@@ -45,7 +45,7 @@ async function checkRole(db: Db, log: Pick<Logger, 'warn'>): Promise<void> {
         from pg_catalog.pg_roles r where r.rolname = current_user`.execute(db);
     held = rows[0]!;
   } catch (err) {
-    log.warn('database role check skipped: PostgreSQL did not answer', { reason: errorMessage(err) });
+    log.warn({ reason: errorMessage(err) }, 'database role check skipped: PostgreSQL did not answer');
     return;
   }
   const problems = [

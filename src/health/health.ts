@@ -57,7 +57,7 @@ export async function checkHealth(
         await withTimeout(checks[name](), timeoutMs);
         return [name, { status: 'up', latencyMs: Math.round(performance.now() - started) }];
       } catch (err) {
-        log.warn('health check failed', { dependency: name, reason: errorMessage(err) });
+        log.warn({ dependency: name, reason: errorMessage(err) }, 'health check failed');
         return [name, { status: 'down', latencyMs: Math.round(performance.now() - started) }];
       }
     }),

@@ -2,6 +2,8 @@ import express, { type Express, type RequestHandler, type Router } from 'express
 import { cachedReadiness, type Dependency, type HealthCheck } from '../health/health';
 import type { Logger } from '../log';
 import { problemErrorHandler, sendProblem } from './problem';
+import { requestLog } from './request-log';
+import { routeSpans } from './route-spans';
 
 export interface AppDeps {
   readonly log: Logger;
@@ -21,6 +23,8 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  app.use(requestLog(deps.log));
+  app.use(routeSpans());
 
   // Liveness: this process answers. It reaches no dependency, so it costs nothing to ask.
   const limit = deps.healthLimit ? [deps.healthLimit] : [];

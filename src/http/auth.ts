@@ -46,7 +46,7 @@ export function authenticate(verify: TokenVerifier, log?: Logger, actorOf?: Acto
       res.locals.principal = await verify(token);
     } catch (err) {
       if (!(err instanceof InvalidTokenError)) return next(err);
-      log?.info('token refused', { method: req.method, path: req.path, reason: err.message });
+      log?.info({ method: req.method, path: req.path, reason: err.message }, 'token refused');
       res.set('WWW-Authenticate', 'Bearer error="invalid_token"');
       return sendProblem(res, { title: 'Unauthorized', status: 401, detail: 'The bearer token is invalid or has expired.' });
     }
@@ -55,7 +55,7 @@ export function authenticate(verify: TokenVerifier, log?: Logger, actorOf?: Acto
         res.locals.actor = await actorOf(res.locals.principal.subject);
       } catch (err) {
         if (!(err instanceof AuditActorUnavailableError)) return next(err);
-        log?.warn('audit actor unavailable', { reason: err.message });
+        log?.warn({ reason: err.message }, 'audit actor unavailable');
         return sendActorUnavailable(res);
       }
     }

@@ -54,7 +54,7 @@ export function problemErrorHandler(log: Logger): ErrorRequestHandler {
     if (err instanceof HttpProblem) return sendProblem(res, err.problem);
     const down = dependencyOutage(err);
     if (down) {
-      log.warn('request refused: dependency down', { method: req.method, route: req.route?.path ?? req.path, dependency: down });
+      log.warn({ method: req.method, route: req.route?.path ?? req.path, dependency: down }, 'request refused: dependency down');
       res.setHeader('Retry-After', String(OUTAGE_RETRY_AFTER_SECONDS));
       return sendProblem(res, {
         type: 'urn:ledgerlock:dependency-unavailable',
@@ -74,7 +74,7 @@ export function problemErrorHandler(log: Logger): ErrorRequestHandler {
       // body-parser's errors: malformed JSON, oversized body, wrong charset.
       return sendProblem(res, { title: httpTitle(status), status, detail: clientErrorDetail(status) });
     }
-    log.error('request failed', { method: req.method, route: req.route?.path ?? req.path, reason: errorMessage(err) });
+    log.error({ method: req.method, route: req.route?.path ?? req.path, reason: errorMessage(err) }, 'request failed');
     return sendProblem(res, { title: 'Internal Server Error', status: 500 });
   };
 }

@@ -107,7 +107,7 @@ export function createRateLimiter(deps: RateLimiterDeps): RateLimiter {
     const now = Date.now();
     if (now - lastPrune < PRUNE_EVERY_MS) return;
     lastPrune = now;
-    pruneIdleBuckets(deps.db, idleSeconds).catch((err: unknown) => deps.log.warn('rate limit buckets not pruned', { reason: errorMessage(err) }));
+    pruneIdleBuckets(deps.db, idleSeconds).catch((err: unknown) => deps.log.warn({ reason: errorMessage(err) }, 'rate limit buckets not pruned'));
   };
   const shared = (classOf: (req: Request) => LimitClass, key: (req: Request, res: Response) => string): RequestHandler => {
     return (req, res, next) => {

@@ -52,7 +52,7 @@ export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>
     action: action(config, { requestedBy: `schedule:${KEY_ROTATION_SCHEDULE_ID}` }),
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
   });
-  if (outcome === 'created') log.info('key rotation schedule created', { everyDays: config.keyRotation.intervalDays });
+  if (outcome === 'created') log.info({ everyDays: config.keyRotation.intervalDays }, 'key rotation schedule created');
   return outcome;
 }
 

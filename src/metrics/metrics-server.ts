@@ -45,7 +45,7 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   });
   const { port } = server.address() as AddressInfo;
   const url = `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}/metrics`;
-  options.log.info('metrics listening', { host: options.host, port, temporal: options.temporalMetricsUrl !== undefined });
+  options.log.info({ host: options.host, port, temporal: options.temporalMetricsUrl !== undefined }, 'metrics listening');
   return {
     url,
     async stop() {

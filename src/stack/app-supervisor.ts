@@ -59,10 +59,10 @@ export function superviseApp(options: SuperviseOptions): SupervisedApp {
     next.on('message', (message: unknown) => {
       if ((message as { type?: unknown })?.type !== 'ready') return;
       if (!everReady) settleFirst.resolve(message as AppReadyMessage);
-      else options.log.info('app process restarted', { pid: next.pid ?? null, restarts: crashes });
+      else options.log.info({ pid: next.pid ?? null, restarts: crashes }, 'app process restarted');
       everReady = true;
     });
-    next.on('error', (err) => options.log.error('app process could not start', { reason: errorMessage(err) }));
+    next.on('error', (err) => options.log.error({ reason: errorMessage(err) }, 'app process could not start'));
     exited = new Promise((resolve) =>
       next.on('exit', (code, signal) => {
         if (child === next) child = undefined;
@@ -72,7 +72,7 @@ export function superviseApp(options: SuperviseOptions): SupervisedApp {
         if (Date.now() - startedAt >= healthyAfter) crashes = 0;
         const waitMs = Math.min(first * 2 ** crashes, max);
         crashes++;
-        options.log.error('app process exited; restarting', { code, signal, inMs: waitMs, restarts: crashes });
+        options.log.error({ code, signal, inMs: waitMs, restarts: crashes }, 'app process exited; restarting');
         restartTimer = setTimeout(launch, waitMs);
       }),
     );

@@ -15,9 +15,9 @@ export class AlreadyRunningError extends Error {
  *
  * @returns a function that releases the lock.
  */
-export function acquireLock(dataDir: string): () => void {
+export function acquireLock(dataDir: string, name = 'ledgerlock.pid'): () => void {
   mkdirSync(dataDir, { recursive: true });
-  const lockFile = path.join(dataDir, 'ledgerlock.pid');
+  const lockFile = path.join(dataDir, name);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(lockFile, 'wx');

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { acquireLock, AlreadyRunningError } from './lock';
 
 /**
  * The external servers of the local stack, pinned. Each is built with `go install` into
@@ -101,17 +102,28 @@ export async function ensureServers(
   const paths = {} as Record<ServerName, string>;
   for (const name of Object.keys(SERVERS) as ServerName[]) paths[name] = serverPath(name, toolsDir, env);
 
-  for (const name of names) {
+  let release: (() => void) | undefined;
+  try {
+    for (const name of names) await ensure(name);
+  } finally {
+    release?.();
+  }
+  return paths;
+
+  async function ensure(name: ServerName): Promise<void> {
     const server = SERVERS[name];
     // Its schema and config come from the module source, whoever built the binary.
     if (name === 'temporalServer') await ensureTemporalServerModule(env, print);
     const override = env[server.overrideEnv];
     if (override) {
       if (!existsSync(override)) throw new SetupError(`${server.overrideEnv}=${override}: no such file`);
-      continue;
+      return;
     }
-    if (isBuilt(name, toolsDir)) continue;
+    if (isBuilt(name, toolsDir)) return;
     if (!goAvailable(env)) throw new SetupError(GO_MISSING_MESSAGE);
+    // Another setup (a second checkout's test run, say) may be building into the same folder: one at a time.
+    release ??= await takeToolsLock(toolsDir, print);
+    if (isBuilt(name, toolsDir)) return;
     print(`building ${server.binary} ${server.version} (go install ${server.module}@${server.version}) ...`);
     mkdirSync(path.join(toolsDir, 'bin'), { recursive: true });
     await goInstall(`${server.module}@${server.version}`, path.join(toolsDir, 'bin'), env);
@@ -121,7 +133,20 @@ export async function ensureServers(
     writeFileSync(stampPath(name, toolsDir), `${server.module}@${server.version}\n`);
     print(`built ${paths[name]}`);
   }
-  return paths;
+}
+
+/** Waits for the tools folder's build lock (held by another setup while it builds), then takes it. */
+async function takeToolsLock(toolsDir: string, print: (line: string) => void): Promise<() => void> {
+  for (let said = false; ; ) {
+    try {
+      return acquireLock(toolsDir, 'setup.pid');
+    } catch (err) {
+      if (!(err instanceof AlreadyRunningError)) throw err;
+      if (!said) print(`waiting for another setup (pid ${err.pid}) to finish building into ${toolsDir} ...`);
+      said = true;
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+  }
 }
 
 /** The Go module whose schema and config the full Temporal server is set up from: the server's own release. */

@@ -54,7 +54,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
 
   const stop = async () => {
     await uiProxy?.stop();
-    await app?.stop().catch((err) => log.error('stop failed', { reason: String(err) }));
+    await app?.stop().catch((err) => log.error({ reason: String(err) }, 'stop failed'));
     await servers?.stop();
     process.off('exit', killChildren);
     rmSync(runFile, { force: true });
@@ -94,12 +94,12 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
     if (bootResult.status === 'fulfilled') servers = bootResult.value;
     for (const result of [bootResult, migrateResult, bundleResult]) if (result.status === 'rejected') throw result.reason;
     const applied = (migrateResult as PromiseFulfilledResult<string[]>).value;
-    if (applied.length > 0) log.info('migrations applied', { count: applied.length });
+    if (applied.length > 0) log.info({ count: applied.length }, 'migrations applied');
 
     const kms = createKmsClient(config);
     try {
       const created = await ensureMasterKeys(kms, config);
-      if (created.length > 0) log.info('master keys created', { aliases: created.join(',') });
+      if (created.length > 0) log.info({ aliases: created.join(',') }, 'master keys created');
     } finally {
       kms.destroy();
     }

@@ -87,7 +87,7 @@ export function createUiProxy(options: UiProxyOptions): http.Server {
       req.unpipe(request);
       // Mid-response, only a cut connection tells the client its body is incomplete.
       if (res.headersSent) return void res.destroy();
-      options.log.warn('ui proxy upstream unreachable', { upstream: name, reason: errorMessage(err) });
+      options.log.warn({ upstream: name, reason: errorMessage(err) }, 'ui proxy upstream unreachable');
       problem(res, 502, 'Bad Gateway', name === 'codec' ? 'The codec server is not answering; it may be restarting.' : 'The Temporal Web UI is not answering.');
     });
     // The client gone before its answer is complete: stop the upstream's work too.

@@ -7,6 +7,7 @@ import {
 import { ApplicationFailure } from '@temporalio/common';
 import { Router, type Request } from 'express';
 import { z } from 'zod';
+import { stripeId, stripeIdPattern } from '../stripe/stripe-ids';
 import type { Principal } from '../auth/scopes';
 import type { Envelope } from '../crypto/envelope';
 import type { DataKeys } from '../crypto/data-keys';
@@ -16,6 +17,7 @@ import type { Db } from '../db/database';
 import type { Authorize } from '../http/auth';
 import { claimIdempotencyKey, claimIdempotencyKeyOfIds, idempotencyKeyOf, idFor, recordIdempotentResponse } from '../http/idempotency';
 import { HttpProblem, sendProblem, validationProblem } from '../http/problem';
+import { logFields } from '../http/request-log';
 import {
   cancelSubscriptionUpdate,
   refundInvoiceUpdate,
@@ -39,11 +41,12 @@ export interface SubscriptionRouteDeps {
   readonly authorize: Authorize;
 }
 
-const createBody = z
+/** The body of POST /v1/subscriptions. */
+export const createSubscriptionBody = z
   .object({
     customer: customerProfileSchema,
-    priceId: z.string().regex(/^price_[A-Za-z0-9]+$/, 'must be a Stripe price id (price_…)'),
-    paymentMethodId: z.string().regex(/^pm_[A-Za-z0-9_]+$/, 'must be a Stripe payment method id (pm_…); card data is never accepted'),
+    priceId: stripeId('price', 'price'),
+    paymentMethodId: z.string().regex(stripeIdPattern('pm'), 'must be a Stripe payment method id (pm_…); card data is never accepted'),
     trialDays: z.number().int().min(1).max(730).optional(),
     metadata: z
       .record(z.string().min(1).max(40).regex(/^(?!ledgerlock_)/, 'must not start with ledgerlock_'), z.string().max(500))
@@ -55,7 +58,7 @@ const createBody = z
 const cancelBody = z.object({ atPeriodEnd: z.boolean().default(true) }).strict();
 const refundBody = z
   .object({
-    invoiceId: z.string().regex(/^in_[A-Za-z0-9]+$/, 'must be a Stripe invoice id (in_…)'),
+    invoiceId: stripeId('in', 'invoice'),
     amount: z.number().int().positive().optional(),
   })
   .strict();
@@ -101,11 +104,12 @@ export function createSubscriptionRouter(deps: SubscriptionRouteDeps): Router {
   router.post('/v1/subscriptions', ...deps.authorize('subscriptions:write'), async (req, res) => {
     const principal = res.locals.principal as Principal;
     const idempotencyKey = idempotencyKeyOf(req);
-    const body = createBody.safeParse(req.body);
+    const body = createSubscriptionBody.safeParse(req.body);
     if (!body.success) throw validationProblem(body.error, 'body');
     const subscriptionId = idFor('sub_ll_', principal.subject, idempotencyKey);
     const customerId = idFor('cust_', principal.subject, `subscription:${idempotencyKey}`);
     const workflowId = subscriptionWorkflowId(subscriptionId);
+    logFields(res, { subscriptionId, customerId, workflowId });
     const customer = await sealProfile(deps.envelope, customerId, body.data.customer);
     await claimIdempotencyKey(deps, { caller: res.locals.actor, idempotencyKey, dataKeyId: customer.dataKeyId, body: body.data, workflowId });
     try {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { Client, Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor, type ConnectionOptions } from '@temporalio/client';
+import { Client, Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor, type ClientInterceptors, type ConnectionOptions } from '@temporalio/client';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry/lib/client';
 import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import type { Config } from '../config/config';
@@ -32,7 +33,7 @@ export function connectionOptions(config: TemporalConfig): Pick<ConnectionOption
  */
 export async function connectClient(config: TemporalConfig, dataConverter: DataConverter): Promise<Client> {
   const connection = await Connection.connect(connectionOptions(config));
-  return new Client({ connection, namespace: config.temporal.namespace, dataConverter });
+  return new Client({ connection, namespace: config.temporal.namespace, dataConverter, interceptors: tracingClientInterceptors() });
 }
 
 /** gRPC attempts of a serving process's call before it gives up: about a second, then the caller hears of it. */
@@ -49,7 +50,7 @@ export function lazyServingClient(config: TemporalConfig, dataConverter: DataCon
     ...connectionOptions(config),
     interceptors: [makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: SERVING_CALL_ATTEMPTS }))],
   });
-  return new Client({ connection, namespace: config.temporal.namespace, dataConverter });
+  return new Client({ connection, namespace: config.temporal.namespace, dataConverter, interceptors: tracingClientInterceptors() });
 }
 
 /** The worker's connection, with the same TLS and API key as the client's. */
@@ -57,4 +58,12 @@ export async function connectWorker(config: TemporalConfig): Promise<NativeConne
   const { apiKey, ...rest } = connectionOptions(config);
   const options: NativeConnectionOptions = { ...rest, ...(typeof apiKey === 'string' ? { apiKey } : {}) };
   return NativeConnection.connect(options);
+}
+
+/**
+ * The OpenTelemetry (v1) client interceptor: a span per start, signal, update and query, its
+ * context carried to the workflow in the call's headers. A no-op while tracing is off.
+ */
+function tracingClientInterceptors(): ClientInterceptors {
+  return { workflow: [new OpenTelemetryWorkflowClientInterceptor()] };
 }

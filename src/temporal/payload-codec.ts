@@ -153,11 +153,11 @@ export class KmsPayloadCodec implements PayloadCodec {
   private refuse(encoding: string, context: SerializationContext | undefined): Payload {
     refusedInProcess += 1;
     this.refusedCount += 1;
-    this.deps.log?.warn('payload refused: not encrypted by our payload codec', {
+    this.deps.log?.warn({
       encoding: KNOWN_ENCODINGS.has(encoding) ? encoding : 'other',
       context: context?.type ?? null,
       workflowId: context?.workflowId ?? null,
-    });
+    }, 'payload refused: not encrypted by our payload codec');
     return REFUSED_PAYLOAD;
   }
 

@@ -1,25 +1,38 @@
-import { Runtime } from '@temporalio/worker';
+import { Runtime, makeTelemetryFilterString, type TelemetryOptions } from '@temporalio/worker';
+import type { LogLevel } from '../config/config';
+import { temporalLogger, type Logger } from '../log';
 import { freePort } from '../stack/process';
 
+const CORE_LEVEL = { debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR' } as const;
+
 /**
- * Installs the Temporal SDK's Core runtime for this process with its Prometheus exporter on
- * a loopback port of its own, picked free here, and returns where it serves. Our metrics
- * server fetches that text and serves it under `/metrics` beside Ledgerlock's (one scrape
- * target per process); the port itself is an implementation detail, never on the public
- * listener.
- *
- * `Runtime.install` can run once per process, before any worker or NativeConnection exists:
- * call this first thing in a process that runs workers. Where the runtime was already
- * made (a test that installed its own), nothing is installed and `undefined` comes back.
+ * Installs the Temporal SDK's process-wide Runtime once, before any worker connection, so
+ * that every SDK log line (worker lifecycle, `log` in activities and workflows, and Core's
+ * own, forwarded) is written by our pino logger with its redaction. The Runtime can be
+ * installed only once per process: telemetry that also needs it (metrics) is passed here.
  */
-export async function installTemporalRuntime(): Promise<string | undefined> {
-  if (Runtime._instance !== undefined) return undefined;
-  const port = await freePort();
-  Runtime.install({
+export function installTemporalRuntime(log: Logger, level: LogLevel, telemetry: Omit<TelemetryOptions, 'logging'> = {}): Runtime {
+  return Runtime.install({
+    logger: temporalLogger(log),
     telemetryOptions: {
-      // `temporal_` is the SDK's default prefix, written out: the dashboard and alerts rely on it.
-      metrics: { metricPrefix: 'temporal_', prometheus: { bindAddress: `127.0.0.1:${port}`, useSecondsForDurations: true } },
+      ...telemetry,
+      // Core at our level but never below INFO (its DEBUG is per poll), third-party crates at WARN.
+      logging: { filter: makeTelemetryFilterString({ core: level === 'debug' ? 'INFO' : CORE_LEVEL[level], other: 'WARN' }), forward: {} },
     },
   });
-  return `http://127.0.0.1:${port}/metrics`;
+}
+
+/**
+ * The SDK's Prometheus exporter, for {@link installTemporalRuntime}: on a loopback port of
+ * its own, picked free here, with the default `temporal_` prefix and durations in seconds.
+ * Our metrics server fetches `url` and serves it under `/metrics` beside Ledgerlock's (one
+ * scrape target per process); the port itself is an implementation detail, never public.
+ */
+export async function temporalPrometheusExporter(): Promise<{ url: string; telemetry: Pick<TelemetryOptions, 'metrics'> }> {
+  const port = await freePort();
+  return {
+    url: `http://127.0.0.1:${port}/metrics`,
+    // `temporal_` written out: the dashboard and the alerts rely on it.
+    telemetry: { metrics: { metricPrefix: 'temporal_', prometheus: { bindAddress: `127.0.0.1:${port}`, useSecondsForDurations: true } } },
+  };
 }

@@ -37,7 +37,7 @@ export async function ensureSchedule(
     } catch (err) {
       const code = transientGrpcCode(err);
       if (code === undefined || Date.now() > deadline) throw err;
-      log.warn('schedule not readable yet; retrying', { scheduleId, grpcCode: code });
+      log.warn({ scheduleId, grpcCode: code }, 'schedule not readable yet; retrying');
       await new Promise((resolve) => setTimeout(resolve, 1_000));
     }
   }

@@ -81,11 +81,11 @@ export function startWebhookRelay(options: WebhookRelayOptions): WebhookRelay {
           lastPrune = Date.now();
           const days = options.retentionDays ?? 30;
           const pruned = await pruneStripeEvents(options.db, new Date(Date.now() - days * 86_400_000));
-          if (pruned > 0) options.log.info('stripe events pruned', { pruned, retentionDays: days });
+          if (pruned > 0) options.log.info({ pruned, retentionDays: days }, 'stripe events pruned');
         }
       } catch (err) {
         // PostgreSQL unreachable, most likely: the rows are safe there; try again at the next poll.
-        options.log.warn('webhook relay batch failed', { reason: errorMessage(err) });
+        options.log.warn({ reason: errorMessage(err) }, 'webhook relay batch failed');
       }
       if (claimed < batchSize) await sleep();
     }
@@ -127,7 +127,7 @@ export async function relayBatch(options: WebhookRelayOptions, batchSize: number
       }
       if (outcome.kind === 'undeliverable') {
         await markUndeliverable(options.db, event.eventId, outcome.reason);
-        options.log.warn('stripe event undeliverable', { eventId: event.eventId, workflowId: event.workflowId, reason: outcome.reason });
+        options.log.warn({ eventId: event.eventId, workflowId: event.workflowId, reason: outcome.reason }, 'stripe event undeliverable');
         continue;
       }
       // No point signalling a workflow that just failed: the rest of its events wait as long as this one.
@@ -135,7 +135,7 @@ export async function relayBatch(options: WebhookRelayOptions, batchSize: number
       const retryInMs = Math.min(FIRST_RETRY_MS * 2 ** Math.min(event.attempts, 16), options.maxBackoffMs ?? 60_000);
       await markRetry(options.db, event.eventId, outcome.reason, retryInMs);
       await postponeEvents(options.db, group.slice(index + 1).map((e) => e.eventId), retryInMs);
-      options.log.warn('stripe event delivery failed; will retry', { eventId: event.eventId, attempts: event.attempts + 1, retryInMs, reason: outcome.reason });
+      options.log.warn({ eventId: event.eventId, attempts: event.attempts + 1, retryInMs, reason: outcome.reason }, 'stripe event delivery failed; will retry');
       return;
     }
   };

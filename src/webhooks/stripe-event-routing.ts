@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { stripeId } from '../stripe/stripe-ids';
 import { SUBSCRIPTION_METADATA_KEY } from '../../activities/subscriptions';
 import {
   paymentFailedSignal,
@@ -53,7 +54,7 @@ export type IgnoreReason = 'unhandled event type' | 'not a Ledgerlock subscripti
 
 /** The envelope every Stripe event has; `data.object` is checked per type below. */
 export const stripeEventSchema = z.object({
-  id: z.string().regex(/^evt_[A-Za-z0-9_]{1,250}$/, 'must be a Stripe event id (evt_…)'),
+  id: stripeId('evt', 'event'),
   object: z.literal('event'),
   type: z.string().regex(/^[a-z_]+(\.[a-z_]+)+$/, 'must be a Stripe event type'),
   created: z.number().int().nonnegative(),
@@ -66,11 +67,10 @@ export const stripeEventSchema = z.object({
 
 export type StripeEventEnvelope = z.infer<typeof stripeEventSchema>;
 
-const stripeId = (prefix: string) => z.string().regex(new RegExp(`^${prefix}_[A-Za-z0-9_]{1,250}$`), `must be a Stripe id (${prefix}_…)`);
 const metadata = z.record(z.string(), z.string()).nullish();
 
 const invoiceSchema = z.object({
-  id: stripeId('in'),
+  id: stripeId('in', 'invoice'),
   billing_reason: z.string().nullish(),
   amount_paid: z.number().int().nonnegative(),
   currency: z.string().regex(/^[a-z]{3}$/i),
@@ -81,9 +81,9 @@ const invoiceSchema = z.object({
 });
 
 const subscriptionSchema = z.object({
-  id: stripeId('sub'),
+  id: stripeId('sub', 'subscription'),
   metadata,
-  default_payment_method: z.union([stripeId('pm'), z.object({ id: stripeId('pm') }), z.null()]).optional(),
+  default_payment_method: z.union([stripeId('pm', 'payment method'), z.object({ id: stripeId('pm', 'payment method') }), z.null()]).optional(),
 });
 
 /** Thrown for a verified event whose object does not have the shape its type promises. */

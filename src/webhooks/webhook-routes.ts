@@ -39,7 +39,7 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
   const router = Router();
   const reject = (res: Response, status: number, kind: WebhookRefusal, reason: string, problem: { title: string; detail: string; errors?: { field: string; message: string }[] }) => {
     webhooks.inc({ outcome: 'refused', reason: kind });
-    log.warn('stripe webhook rejected', { reason, status });
+    log.warn({ reason, status }, 'stripe webhook rejected');
     sendProblem(res, { status, ...problem });
   };
 
@@ -83,12 +83,14 @@ export function createStripeWebhookRouter(deps: StripeWebhookDeps): Router {
 
       const outcome = await recordStripeEvent(deps.db, event, route);
       webhooks.inc({ outcome: outcome === 'duplicate' ? 'duplicate' : 'accepted', reason: 'none' });
-      log.info('stripe event received', {
+      log.info({
         eventId: event.id,
         type: event.type,
+        ...(route.subscriptionId ? { subscriptionId: route.subscriptionId } : {}),
+        ...(route.kind === 'signal' ? { workflowId: route.workflowId } : {}),
         outcome: outcome === 'duplicate' ? 'duplicate' : route.kind === 'signal' ? 'pending' : 'ignored',
         ...(route.kind === 'ignored' && outcome === 'recorded' ? { ignoreReason: route.reason } : {}),
-      });
+      }, 'stripe event received');
       if (outcome === 'recorded' && route.kind === 'signal') deps.onRecorded?.();
       res.status(200).json({ received: true, ...(outcome === 'duplicate' ? { duplicate: true } : {}) });
     },

@@ -1,8 +1,23 @@
 import path from 'node:path';
 import type { DataConverter } from '@temporalio/common';
-import { bundleWorkflowCode, Worker, type NativeConnection, type WorkflowBundleOption, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import {
+  makeWorkflowExporter,
+  OpenTelemetryActivityInboundInterceptor,
+  OpenTelemetryActivityOutboundInterceptor,
+} from '@temporalio/interceptors-opentelemetry/lib/worker';
+import type { OpenTelemetrySinks } from '@temporalio/interceptors-opentelemetry/lib/workflow/definitions';
+import {
+  bundleWorkflowCode,
+  Worker,
+  type ActivityInterceptorsFactory,
+  type InjectedSinks,
+  type NativeConnection,
+  type WorkflowBundleOption,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 import { createActivities, createStripeActivities, type ActivityDeps } from '../../activities';
 import type { Config } from '../config/config';
+import { tracing } from '../tracing/tracing';
 import { FAILURE_CONVERTER_PATH, PAYLOAD_CONVERTER_PATH } from '../temporal/data-converter';
 import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
 import { sagaMetricsSinks, sagaStepTimer } from './saga-metrics';
@@ -12,9 +27,17 @@ export const WORKFLOWS_PATH = path.resolve(__dirname, '../../workflows/index.ts'
 export const WORKFLOW_INTERCEPTORS_PATH = path.resolve(__dirname, '../../workflows/payload-authenticity.ts');
 /** Tells the worker's metrics when a saga starts and how it ends (sinks: no commands, nothing in the history). */
 export const SAGA_METRICS_INTERCEPTORS_PATH = path.resolve(__dirname, '../../workflows/saga-metrics.ts');
+/**
+ * The OpenTelemetry v1 workflow interceptors (`@temporalio/interceptors-opentelemetry` 1.24):
+ * a span for the run, each signal, update and query, each activity and child workflow it
+ * starts, their context passed on in headers (never commands), the spans leaving the sandbox
+ * through the `exporter` sink. In every bundle, whether tracing is on or not: one bundle, one
+ * kind of history.
+ */
+export const TRACING_WORKFLOW_INTERCEPTORS_PATH = require.resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors');
 
 /**
- * What every workflow bundle is made of: the workflows, the payload-authenticity
+ * What every workflow bundle is made of: the workflows, the tracing and payload-authenticity
  * interceptors and the converters of the data converter. A prebuilt bundle ignores the
  * worker's own converter paths and interceptor modules, so they must be bundled in.
  */
@@ -25,7 +48,7 @@ export const WORKFLOW_BUNDLE_OPTIONS: {
   readonly failureConverterPath: string;
 } = {
   workflowsPath: WORKFLOWS_PATH,
-  workflowInterceptorModules: [WORKFLOW_INTERCEPTORS_PATH, SAGA_METRICS_INTERCEPTORS_PATH],
+  workflowInterceptorModules: [TRACING_WORKFLOW_INTERCEPTORS_PATH, WORKFLOW_INTERCEPTORS_PATH, SAGA_METRICS_INTERCEPTORS_PATH],
   payloadConverterPath: PAYLOAD_CONVERTER_PATH,
   failureConverterPath: FAILURE_CONVERTER_PATH,
 };
@@ -79,11 +102,9 @@ export async function createWorkers(options: WorkerOptions): Promise<[general: W
     ...common,
     taskQueue: options.config.temporal.taskQueue,
     ...(options.workflowBundle
-      ? { workflowBundle: options.workflowBundle }
-      : { workflowsPath: WORKFLOWS_PATH, interceptors: { workflowModules: WORKFLOW_BUNDLE_OPTIONS.workflowInterceptorModules, activity: [sagaStepTimer] } }),
-    // A prebuilt bundle carries its workflow interceptors, never the worker's activity ones.
-    ...(options.workflowBundle ? { interceptors: { activity: [sagaStepTimer] } } : {}),
-    sinks: sagaMetricsSinks,
+      ? { workflowBundle: options.workflowBundle, interceptors: { activity: [...tracingActivityInterceptors(), sagaStepTimer] } }
+      : { workflowsPath: WORKFLOWS_PATH, interceptors: { workflowModules: WORKFLOW_BUNDLE_OPTIONS.workflowInterceptorModules, activity: [...tracingActivityInterceptors(), sagaStepTimer] } }),
+    sinks: { ...tracingSinks(), ...sagaMetricsSinks },
     // Bounded: thousands of dunning campaigns parked on timers must not grow the worker without limit.
     maxCachedWorkflows: options.config.temporal.maxCachedWorkflows,
     activities: createActivities(options.deps),
@@ -92,7 +113,7 @@ export async function createWorkers(options: WorkerOptions): Promise<[general: W
     ...common,
     taskQueue: stripeTaskQueue(options.config),
     activities: createStripeActivities(options.deps),
-    interceptors: { activity: [sagaStepTimer] },
+    interceptors: { activity: [...tracingActivityInterceptors(), sagaStepTimer] },
     maxTaskQueueActivitiesPerSecond: options.config.stripe.maxActivitiesPerSecond,
   });
   return [general, stripe];
@@ -104,4 +125,23 @@ export async function runWorkersUntil<T>(workers: readonly Worker[], until: Prom
   let inner: Promise<T> = typeof until === 'function' ? Promise.resolve().then(until) : until;
   for (const worker of rest) inner = worker.runUntil(inner);
   return first!.runUntil(inner);
+}
+
+/**
+ * The OpenTelemetry v1 activity interceptors: a span per activity execution, child of the
+ * workflow's span that scheduled it, active while it runs, so the Stripe and KMS calls it
+ * makes are its children; and the trace id in the activity's log lines. No-ops while
+ * tracing is off.
+ */
+export function tracingActivityInterceptors(): ActivityInterceptorsFactory[] {
+  return [(ctx) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx), outbound: new OpenTelemetryActivityOutboundInterceptor(ctx) })];
+}
+
+/**
+ * The sink the workflow tracing interceptors export their spans through. Every worker of a
+ * bundle with {@link WORKFLOW_BUNDLE_OPTIONS} needs it; with tracing off its processor drops them.
+ */
+export function tracingSinks(): InjectedSinks<OpenTelemetrySinks> {
+  const { workflowSpanProcessor, resource } = tracing();
+  return { exporter: makeWorkflowExporter(workflowSpanProcessor, resource) };
 }

@@ -4,6 +4,7 @@ import { appendAuditEntry, listAuditEntries } from '../../src/audit/audit-dal';
 import { APP_DATABASE_ROLE } from '../../src/config/config';
 import { connectionOptions, createDb, type Db } from '../../src/db/database';
 import { assertLeastPrivilege } from '../../src/db/least-privilege';
+import type { LogFields } from '../../src/log';
 import { spawnCli } from '../support/spawn';
 import { testConfig, testEnv, testStack } from '../support/stack';
 
@@ -115,7 +116,7 @@ describe('the application database role', () => {
 
   it('is what the api, worker and codec server insist on: they refuse to start as the owner', async () => {
     const warnings: string[] = [];
-    const log = { warn: (msg: string) => void warnings.push(msg) };
+    const log = { warn: (fields: LogFields | string, msg?: string) => void warnings.push(msg ?? String(fields)) };
     await expect(assertLeastPrivilege(appDb, log)).resolves.toBeUndefined();
     const ownerDb = createDb(testStack().databaseUrl, { max: 1 });
     try {

@@ -10,6 +10,7 @@ import { DirectoryCheckpointSink } from '../../src/audit/audit-checkpoint-sink';
 import { checkpointName, checkpointSinkFor, databaseName, startAuditCheckpointer, writeCheckpoint, type AuditCheckpoint } from '../../src/audit/audit-checkpoints';
 import { auditCheckpointKeyAlias, type Config } from '../../src/config/config';
 import { createDb, dropDatabase, ensureDatabase, type AuditLogRow, type Db } from '../../src/db/database';
+import type { LogFields } from '../../src/log';
 import { migrate } from '../../src/db/migrate';
 import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
 import { startLocalServers, type LocalServers } from '../../src/stack/local-servers';
@@ -26,7 +27,9 @@ async function runVerify(databaseUrl: string): Promise<{ code: number | null; ou
 
 function recordingLog() {
   const lines: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
-  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, ...(fields ? { fields } : {}) });
+  // pino's order: fields first, when there are any.
+  const at = (level: string) => (first: LogFields | string, msg?: string) =>
+    void lines.push(typeof first === 'string' ? { level, msg: first } : { level, msg: msg!, fields: first });
   return { lines, info: at('info'), warn: at('warn'), error: at('error') };
 }
 

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseOutage } from '../../src/db/db-errors';
 import { connectionOptions, createDb, type Db } from '../../src/db/database';
+import type { LogFields } from '../../src/log';
 import { testStack } from '../support/stack';
 
 /**
@@ -17,7 +18,7 @@ describe('the pool when its backends are terminated', () => {
   const warnings: string[] = [];
 
   beforeAll(async () => {
-    db = createDb(testStack().databaseUrl, { max: 4, log: { warn: (msg) => void warnings.push(msg) } });
+    db = createDb(testStack().databaseUrl, { max: 4, log: { warn: (fields: LogFields | string, msg?: string) => void warnings.push(msg ?? String(fields)) } });
     admin = new pg.Client(connectionOptions(testStack().databaseUrl));
     await admin.connect();
   });

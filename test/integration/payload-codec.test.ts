@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { codecKeyAlias } from '../../src/config/config';
 import { CiphertextInvalidError } from '../../src/crypto/errors';
 import { createKmsClient } from '../../src/kms/kms-client';
+import { createLogger } from '../../src/log';
 import { PAYLOAD_CONVERTER_PATH } from '../../src/temporal/data-converter';
 import { ENCRYPTED_ENCODING, KmsPayloadCodec, refusedPayloadCount } from '../../src/temporal/payload-codec';
 import { PAYLOAD_REFUSED, REFUSED_ENCODING, REFUSED_MARK } from '../../workflows/payload-refusal';
@@ -76,7 +77,7 @@ describe('KMS payload codec', () => {
       kms,
       masterKeyId: codecKeyAlias(config),
       limits: { maxAgeMs: 60_000, maxUses: 1_000, maxEntries: 1_000 },
-      log: { warn: (msg, fields) => lines.push(JSON.stringify({ msg, ...fields })) },
+      log: createLogger('warn', {}, (line) => lines.push(line)),
     });
     const before = refusedPayloadCount();
     const plain = payload({ outcome: 'paid', invoiceId: 'in_forged_probe' });

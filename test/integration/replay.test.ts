@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
+import { tracingSinks, WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import { historyFromJson } from '../support/histories';
 import { silentLogger } from '../support/runtime';
 
@@ -66,14 +66,30 @@ describe('replay of recorded workflow histories', () => {
     const names = (prefix: string) => files.filter((f) => path.dirname(f) === prefix).map((f) => path.basename(f, '.json')).sort();
     const before = ['rotation-completed', 'rotation-promotion-failed', 'rotation-refused-while-running', 'rotation-verification-failed'];
     expect(names('key-rotation')).toEqual([...before, 'rotation-emergency', 'rotation-grace-ended-early'].sort());
-    expect(names('key-rotation/v1-before-emergency')).toEqual(before);
+    expect(names('key-rotation/v2-before-emergency')).toEqual(before);
+    expect(names('key-rotation/v1-before-tracing')).toEqual(before);
+  });
+
+  it('has histories recorded with tracing on (trace context in the start\'s and each activity\'s headers) beside those recorded before it', () => {
+    const headerKeys = (file: string) => {
+      const events = load(file).events!;
+      const started = Object.keys(events[0]!.workflowExecutionStartedEventAttributes!.header?.fields ?? {});
+      const scheduled = events.flatMap((e) => (e.activityTaskScheduledEventAttributes ? [Object.keys(e.activityTaskScheduledEventAttributes.header?.fields ?? {})] : []));
+      return { started, scheduled };
+    };
+    const traced = headerKeys('subscriptions/create-paid.json');
+    expect(traced.started).toEqual(['_tracer-data']);
+    expect(traced.scheduled.length).toBeGreaterThan(3);
+    for (const keys of traced.scheduled) expect(keys).toEqual(['_tracer-data']);
+    const before = headerKeys('subscriptions/v4-before-tracing/create-paid.json');
+    expect([...before.started, ...before.scheduled.flat()]).toEqual([]);
   });
 
   it('replays every history against the current workflow code without a determinism error', async () => {
     const histories = files.map((file) => ({ workflowId: `replay:${file}`, history: load(file) }));
     const failures: string[] = [];
     let replayed = 0;
-    for await (const result of Worker.runReplayHistories({ workflowBundle, replayName: 'histories' }, histories)) {
+    for await (const result of Worker.runReplayHistories({ workflowBundle, replayName: 'histories', sinks: tracingSinks() }, histories)) {
       replayed += 1;
       if (result.error) failures.push(`${result.workflowId}: ${result.error.name}: ${result.error.message}`);
     }
@@ -86,7 +102,7 @@ describe('replay of recorded workflow histories', () => {
     const started = history.events![0]!.workflowExecutionStartedEventAttributes!;
     // The customer registration saga starts with a different command than the subscription saga.
     started.workflowType = { name: 'registerCustomerWorkflow' };
-    await expect(Worker.runReplayHistory({ workflowBundle, replayName: 'mismatch' }, history, 'replay:mismatch')).rejects.toMatchObject({
+    await expect(Worker.runReplayHistory({ workflowBundle, replayName: 'mismatch', sinks: tracingSinks() }, history, 'replay:mismatch')).rejects.toMatchObject({
       name: 'DeterminismViolationError',
     });
   });

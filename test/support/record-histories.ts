@@ -10,12 +10,15 @@
  * subscription, dunning and key-rotation workflows against the activity fakes, and writes
  * one JSON history per run under test/histories/. No payload codec: payloads are plain JSON, so
  * replay needs no KMS key of this run, and every value in them is fake (the "sealed"
- * customer fields are base64 of `fake-ciphertext-of-…`).
+ * customer fields are base64 of `fake-ciphertext-of-…`). Tracing is on, as in production:
+ * the histories carry the OpenTelemetry trace context in their headers.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Client, WorkflowHandle } from '@temporalio/client';
+import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import { Client, type WorkflowHandle } from '@temporalio/client';
+import { OpenTelemetryWorkflowClientInterceptor } from '@temporalio/interceptors-opentelemetry/lib/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { REPO_ROOT } from '../../src/stack/paths';
@@ -69,7 +72,10 @@ async function main() {
     fakes,
     workflowBundle: await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS }),
   });
-  const client = env.client;
+  // Recorded with tracing on, as production runs: the client's trace context rides in the start's headers,
+  // the workflow's in every activity and child it schedules (the tracing interceptors are in the bundle).
+  new NodeTracerProvider().register();
+  const client = new Client({ connection: env.connection, namespace: env.namespace ?? 'default', interceptors: { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } });
   const written: string[] = [];
   // The current shapes only: subfolders keep histories of earlier workflow versions, which must replay too.
   for (const dir of [HISTORIES_DIR, DUNNING_HISTORIES_DIR, ROTATION_HISTORIES_DIR]) {

@@ -6,7 +6,7 @@ import { Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from 
 import type { Activities, StripeActivities } from '../../activities';
 import type { SealedCustomer } from '../../src/customers/customer-types';
 import type { FirstPayment } from '../../src/stripe/first-payment';
-import { runWorkersUntil } from '../../src/worker/worker';
+import { runWorkersUntil, tracingSinks } from '../../src/worker/worker';
 import { STRIPE_QUEUE_SUFFIX } from '../../workflows/activity-options';
 import type { CreateSubscriptionInput, SubscriptionView } from '../../workflows/subscription-contracts';
 import { DEFAULT_DUNNING_POLICY, type DunningPolicy } from '../../workflows/dunning-contracts';
@@ -283,8 +283,9 @@ export async function runFakeWorkers(options: {
     namespace: options.namespace,
     ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
   };
-  // The bundle's saga-metrics interceptor calls these sinks; the fakes' worker counts like a real one.
-  const general = await Worker.create({ ...common, taskQueue: options.taskQueue, workflowBundle: options.workflowBundle, activities: options.fakes.general, sinks: sagaMetricsSinks });
+  // The production bundle has the tracing interceptors (they export through their sink, dropping the spans while
+  // tracing is off) and the saga-metrics ones: the fakes' worker counts like a real one.
+  const general = await Worker.create({ ...common, taskQueue: options.taskQueue, workflowBundle: options.workflowBundle, activities: options.fakes.general, sinks: { ...tracingSinks(), ...sagaMetricsSinks } });
   const stripe = await Worker.create({ ...common, taskQueue: `${options.taskQueue}${STRIPE_QUEUE_SUFFIX}`, activities: options.fakes.stripe });
   let release!: () => void;
   const running = runWorkersUntil([general, stripe], new Promise<void>((resolve) => (release = resolve)));

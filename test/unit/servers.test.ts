@@ -1,4 +1,5 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -60,4 +61,32 @@ describe('ensureServers (npm run setup)', () => {
     // A stale build needs Go again, which this PATH lacks.
     await expect(ensureServers(tools, { env: noGo, only: ['stripeMock'] })).rejects.toThrow(SetupError);
   });
+
+  it('waits while another setup holds the tools folder, and then builds nothing it has built meanwhile', async () => {
+    const tools = tempDir();
+    mkdirSync(path.join(tools, 'bin'));
+    // A fake `go` that only answers `go version`: reaching `go install` would fail the test.
+    const goBin = tempDir();
+    writeFileSync(path.join(goBin, 'go'), '#!/bin/sh\n[ "$1" = version ] && exit 0\nexit 3\n');
+    chmodSync(path.join(goBin, 'go'), 0o755);
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      writeFileSync(path.join(tools, 'setup.pid'), `${other.pid}\n`);
+      const printed: string[] = [];
+      const setup = ensureServers(tools, { env: { PATH: `${goBin}:/usr/bin:/bin` }, only: ['stripeMock'], print: (line) => printed.push(line) });
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      expect(printed).toEqual([expect.stringMatching(new RegExp(`^waiting for another setup \\(pid ${other.pid}\\)`))]);
+      // The other setup finishes stripe-mock and lets go.
+      const { binary, module, version } = SERVERS.stripeMock;
+      writeFileSync(path.join(tools, 'bin', binary), '');
+      writeFileSync(path.join(tools, 'bin', `${binary}.version`), `${module}@${version}\n`);
+      other.kill();
+      await expect(setup).resolves.toMatchObject({ stripeMock: path.join(tools, 'bin', binary) });
+      expect(printed).toHaveLength(1);
+      expect(existsSync(path.join(tools, 'setup.pid'))).toBe(false);
+    } finally {
+      other.kill();
+    }
+  });
 });
+
