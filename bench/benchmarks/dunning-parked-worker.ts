@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config/config';
 import { createLogger } from '../../src/log';
 import { createServices } from '../../src/services';
 import { connectWorker } from '../../src/temporal/connection';
+import { sagaMetricsSinks } from '../../src/worker/saga-metrics';
 import { runWorkersUntil, stripeTaskQueue, tracingSinks, WORKFLOW_BUNDLE_OPTIONS, WORKFLOWS_PATH } from '../../src/worker/worker';
 import { DEFAULT_DUNNING_POLICY, type DunningPolicy } from '../../workflows/dunning-contracts';
 import type { ParkedTimerSinks } from '../workflows/parked-timers';
@@ -186,7 +187,7 @@ async function main(start: Extract<ParentMessage, { type: 'start' }>): Promise<v
     activities: general,
     // The production bundle's interceptors (tracing included, as every worker runs them), plus the parked-timer probe.
     interceptors: { workflowModules: [...WORKFLOW_BUNDLE_OPTIONS.workflowInterceptorModules, path.resolve(__dirname, '../workflows/parked-timers.ts')] },
-    sinks: { ...tracingSinks(), ...sinks },
+    sinks: { ...tracingSinks(), ...sagaMetricsSinks, ...sinks },
     ...(start.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: start.maxCachedWorkflows } : {}),
   });
   const stripeWorker = await Worker.create({

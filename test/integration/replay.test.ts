@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { sagaMetricsSinks } from '../../src/worker/saga-metrics';
 import { tracingSinks, WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import { historyFromJson } from '../support/histories';
 import { silentLogger } from '../support/runtime';
@@ -89,7 +90,7 @@ describe('replay of recorded workflow histories', () => {
     const histories = files.map((file) => ({ workflowId: `replay:${file}`, history: load(file) }));
     const failures: string[] = [];
     let replayed = 0;
-    for await (const result of Worker.runReplayHistories({ workflowBundle, replayName: 'histories', sinks: tracingSinks() }, histories)) {
+    for await (const result of Worker.runReplayHistories({ workflowBundle, replayName: 'histories', sinks: { ...tracingSinks(), ...sagaMetricsSinks } }, histories)) {
       replayed += 1;
       if (result.error) failures.push(`${result.workflowId}: ${result.error.name}: ${result.error.message}`);
     }
@@ -102,7 +103,7 @@ describe('replay of recorded workflow histories', () => {
     const started = history.events![0]!.workflowExecutionStartedEventAttributes!;
     // The customer registration saga starts with a different command than the subscription saga.
     started.workflowType = { name: 'registerCustomerWorkflow' };
-    await expect(Worker.runReplayHistory({ workflowBundle, replayName: 'mismatch', sinks: tracingSinks() }, history, 'replay:mismatch')).rejects.toMatchObject({
+    await expect(Worker.runReplayHistory({ workflowBundle, replayName: 'mismatch', sinks: { ...tracingSinks(), ...sagaMetricsSinks } }, history, 'replay:mismatch')).rejects.toMatchObject({
       name: 'DeterminismViolationError',
     });
   });
