@@ -1,9 +1,9 @@
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 
 /**
- * The search attributes workflow code sets: the same keys as src/temporal/search-attributes.ts
- * (which the sandbox rule keeps out of workflow code); a unit test holds the two equal.
- * Opaque ids and states only: search attributes are not encrypted.
+ * The search attributes workflow code sets, and the server registers (src/temporal/search-attributes.ts
+ * derives the dev server's and `temporal operator`'s arguments from these). Opaque ids and
+ * states only: search attributes are not encrypted.
  */
 export const WORKFLOW_SEARCH_ATTRIBUTES = {
   CustomerId: defineSearchAttributeKey('CustomerId', SearchAttributeType.KEYWORD),

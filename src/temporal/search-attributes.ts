@@ -1,18 +1,13 @@
-import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { SearchAttributeType } from '@temporalio/common';
+import { WORKFLOW_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
 
 /**
- * The custom search attributes operators filter on in the Web UI. They are not encrypted,
- * so only opaque ids and states go here, never personal data. Their names are persisted in
- * the cluster: treat them as public API.
+ * The custom search attributes operators filter on in the Web UI, defined once in
+ * workflows/search-attributes.ts (workflow code sets them, and may import nothing from src/).
+ * They are not encrypted, so only opaque ids and states go there, never personal data.
+ * Their names are persisted in the cluster: treat them as public API.
  */
-export const SEARCH_ATTRIBUTES = {
-  CustomerId: defineSearchAttributeKey('CustomerId', SearchAttributeType.KEYWORD),
-  SubscriptionId: defineSearchAttributeKey('SubscriptionId', SearchAttributeType.KEYWORD),
-  BillingStatus: defineSearchAttributeKey('BillingStatus', SearchAttributeType.KEYWORD),
-  SagaStep: defineSearchAttributeKey('SagaStep', SearchAttributeType.KEYWORD),
-  DunningAttempt: defineSearchAttributeKey('DunningAttempt', SearchAttributeType.INT),
-  DunningState: defineSearchAttributeKey('DunningState', SearchAttributeType.KEYWORD),
-} as const;
+export const SEARCH_ATTRIBUTES = WORKFLOW_SEARCH_ATTRIBUTES;
 
 function cliType(type: SearchAttributeType): string {
   return type === SearchAttributeType.INT ? 'Int' : 'Keyword';

@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { RunningServer } from '../../src/runtime';
 import type { Services } from '../../src/services';
@@ -61,16 +62,32 @@ describe('emergency key rotation', () => {
 
   it('runs at once during a grace period, ends that grace, and retires the suspect key after the cache lifetime only', async () => {
     const fingerprints = await world.fingerprints();
+    // Hold the routine rotation before it promotes: its first new key waits for this lock on key_versions.
+    let letGo!: () => void;
+    const held = new Promise<void>((resolve) => (letGo = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const hold = world.owner.transaction().execute(async (tx) => {
+      await sql`lock table key_versions in exclusive mode`.execute(tx);
+      locked();
+      await held;
+    });
+    await isLocked;
     const routine = await rotate();
     expect(routine.status).toBe(202);
     const { rotationId: first } = (await routine.json()) as { rotationId: string };
 
     // Before the routine rotation has promoted, even an emergency waits its turn: two re-wraps never interleave.
     // (The API answers from the rotation's row, written by its first step; until then the workflow refuses itself.)
-    await vi.waitFor(async () => expect(await world.owner.selectFrom('key_rotations').select('status').where('id', '=', first).executeTakeFirst()).toEqual({ status: 'running' }), { timeout: 30_000 });
-    const early = await rotate({ reason: 'suspected compromise' });
-    expect(early.status).toBe(409);
-    expect(await early.json()).toMatchObject({ runningRotationId: first });
+    try {
+      await vi.waitFor(async () => expect(await world.owner.selectFrom('key_rotations').select('status').where('id', '=', first).executeTakeFirst()).toEqual({ status: 'running' }), { timeout: 30_000 });
+      const early = await rotate({ reason: 'suspected compromise' });
+      expect(early.status).toBe(409);
+      expect(await early.json()).toMatchObject({ runningRotationId: first });
+    } finally {
+      letGo();
+      await hold;
+    }
 
     await vi.waitFor(async () => expect((await progressOf(first)).stage).toBe('grace'), { timeout: 120_000, interval: 200 });
     const promoted = await progressOf(first);

@@ -1,8 +1,6 @@
 import type Stripe from 'stripe';
 import { describe, expect, it } from 'vitest';
 import { firstPaymentOf } from '../../src/stripe/first-payment';
-import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
-import { WORKFLOW_SEARCH_ATTRIBUTES } from '../../workflows/search-attributes';
 import type { SubscriptionEntityState, SubscriptionEvent } from '../../workflows/subscription-contracts';
 import { applyEvent } from '../../workflows/subscription-events';
 
@@ -155,10 +153,4 @@ describe('first payment of a new subscription', () => {
   ] as const)('%s → %s', (_, sub, inv, pi, expected) => {
     expect(firstPaymentOf(sub, inv, pi)).toBe(expected);
   });
-});
-
-it('workflow code sets the same search attribute keys as the server registers', () => {
-  for (const [name, key] of Object.entries(WORKFLOW_SEARCH_ATTRIBUTES)) {
-    expect(key).toEqual(SEARCH_ATTRIBUTES[name as keyof typeof SEARCH_ATTRIBUTES]);
-  }
 });
