@@ -75,8 +75,10 @@ export async function keyRotationWorkflow(input: KeyRotationInput): Promise<Rota
   const view = (): RotationProgress => ({ rotationId, stage, targets: [...progress.values()], retireAt, failure, reason, graceEndedBy });
   setHandler(rotationProgressQuery, view);
   setHandler(endGraceSignal, ({ byRotationId }) => {
-    // Only a grace under way can end early; a signal at any other stage changes nothing.
-    if (stage === 'grace' && graceEndedBy === null && typeof byRotationId === 'string' && byRotationId !== rotationId) graceEndedBy = byRotationId;
+    // The next rotation may start as soon as promotion is recorded, a moment before this workflow
+    // enters its grace period: a request that early ends the grace as it begins. Once retiring, it changes nothing.
+    const over = stage === 'retiring' || stage === 'completed';
+    if (!over && graceEndedBy === null && typeof byRotationId === 'string' && byRotationId !== rotationId) graceEndedBy = byRotationId;
   });
 
   const audit = (step: string, details: AuditDetails) =>
@@ -170,8 +172,9 @@ export async function keyRotationWorkflow(input: KeyRotationInput): Promise<Rota
   }
 
   // Old keys stay decrypt-only for the grace period: payloads and caches written under them stay readable.
-  stage = 'grace';
+  // Recorded first: once the query says `grace`, the database says promoted and the next rotation may start.
   await local.setRotationStage({ rotationId, stage: GRACE_PERIOD_STAGE });
+  stage = 'grace';
   retireAt = Date.now() + plan.graceSeconds * 1000;
   if (patched(ROTATION_PATCHES.graceEndsEarly)) {
     // Ended early by the next rotation's start, or run to its end.
