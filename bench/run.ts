@@ -31,6 +31,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'subscription-saga-full-server': () => subscriptionSagaFullServerBenchmark(),
   webhooks: () => webhooksBenchmark(env),
   'dunning-parked': () => dunningParkedBenchmark(),
+  'dunning-parked-full-server': () => dunningParkedBenchmark('full'),
   'key-rotation': () => keyRotationBenchmark(),
 };
 

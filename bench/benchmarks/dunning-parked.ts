@@ -1,20 +1,24 @@
 import { fork, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { sql } from 'kysely';
 import { pathToFileURL } from 'node:url';
 import type { Client } from '@temporalio/client';
 import { loadConfig } from '../../src/config/config';
 import { createLogger } from '../../src/log';
+import { createDb } from '../../src/db/database';
 import { createServices } from '../../src/services';
+import { startTemporalServer, type TemporalServer } from '../../src/stack/temporal-server';
 import { connectClient } from '../../src/temporal/connection';
 import { dunningStateQuery, dunningWorkflowId, type DunningInput } from '../../workflows/dunning-contracts';
 import { envFor, startTestServers } from '../../test/support/servers';
 import { median, runConcurrently, type BenchResult } from '../lib';
 import type { ChildMessage, ParentMessage, WorkerSample } from './dunning-parked-worker';
 
-/** Campaigns started; BENCH_DUNNING_WORKFLOWS overrides it for a quick look, never for a reported figure. */
-const WORKFLOWS = Number(process.env.BENCH_DUNNING_WORKFLOWS ?? 10_000);
+/** Campaigns started (dev server, full server); BENCH_DUNNING_WORKFLOWS overrides it for a quick look, never for a reported figure. */
+const DEFAULT_WORKFLOWS = { dev: 10_000, full: 100_000 } as const;
 /** Starts in flight from the client. */
 const CONCURRENCY = 100;
 /** Each health window (idle before the load, then with every campaign parked). */
@@ -39,7 +43,7 @@ interface HealthWindow {
   readonly describeMs: number[];
   readonly countMs: number[];
   readonly serverRss: number[];
-  /** CPU the dev server used during the window, in seconds. */
+  /** CPU the Temporal server used during the window, in seconds. */
   readonly serverCpuSeconds: number | null;
 }
 
@@ -47,20 +51,32 @@ interface HealthWindow {
  * 10,000 dunning campaigns (workflows/dunning.ts, the production bundle) started directly
  * from a client and left parked on their first retry timer, a day away: the time to start
  * them and to get every one parked, the worker's resident memory (in a child process of
- * its own, against its own idle RSS), and the dev server's health while they wait
+ * its own, against its own idle RSS), and the Temporal server's health while they wait
+ * (the dev server, or with `temporal: 'full'` 100,000 of them on the full server on PostgreSQL)
  * (DescribeNamespace and visibility count latency, against the same calls before the load).
  */
-export async function dunningParkedBenchmark(): Promise<BenchResult> {
+export async function dunningParkedBenchmark(temporal: 'dev' | 'full' = 'dev'): Promise<BenchResult> {
+  const WORKFLOWS = Number(process.env.BENCH_DUNNING_WORKFLOWS ?? DEFAULT_WORKFLOWS[temporal]);
+  const serverName = temporal === 'full' ? 'full Temporal server v1.29.1 on PostgreSQL' : 'Temporal dev server (SQLite)';
   const { stack, stop } = await startTestServers('bench-dunning');
   const runTag = randomUUID().slice(0, 8);
-  const env = envFor(stack, { TEMPORAL_TASK_QUEUE: `bench-dunning-${runTag}`, LOG_LEVEL: 'error' });
+  const closers: (() => Promise<unknown>)[] = [];
+  let full: TemporalServer | undefined;
+  if (temporal === 'full') {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ledgerlock-bench-dunning-full-'));
+    closers.push(async () => rmSync(dir, { recursive: true, force: true }));
+    full = await startTemporalServer({ databaseUrl: stack.databaseUrl, suffix: `bench_dunning_${process.pid}_${runTag}`, namespace: 'default', toolsDir: stack.toolsDir, dir });
+    const server = full;
+    closers.push(() => server.destroy());
+  }
+  const env = envFor(stack, { TEMPORAL_TASK_QUEUE: `bench-dunning-${runTag}`, LOG_LEVEL: 'error', ...(full ? { TEMPORAL_ADDRESS: full.address } : {}) });
   const config = loadConfig(env);
   const services = createServices(config, createLogger('error'));
-  const closers: (() => Promise<unknown>)[] = [() => services.close()];
+  closers.push(() => services.close());
   try {
     const client = await connectClient(config, services.dataConverter);
     closers.push(() => client.connection.close());
-    const serverPid = devServerPid(stack.temporalAddress);
+    const serverPid = full ? full.process.pid : devServerPid(stack.temporalAddress);
     const serverRss: { at: number; rss: number }[] = [];
     const serverSampler = setInterval(() => {
       const rss = serverPid ? processRss(serverPid) : null;
@@ -102,7 +118,7 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
       };
     };
 
-    // Baseline: the worker polling, idle; the dev server with nothing running.
+    // Baseline: the worker polling, idle; the Temporal server with nothing running.
     await sleep(2_000);
     const idle = await health();
     const idleWorker = worker.samplesBetween(idle.from, idle.to);
@@ -143,7 +159,7 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
     process.stdout.write(`  all ${WORKFLOWS} parked ${parkedSeconds.toFixed(1)} s after the first start\n`);
     const workerCpuLoad = worker.latest().cpuSeconds - workerCpuAtLoad;
 
-    // What the dev server's visibility says (it is eventually consistent: polled).
+    // What the server's visibility says (it is eventually consistent: polled).
     const visibilityDeadline = Date.now() + 30_000;
     let attemptOne = 0;
     while ((attemptOne = await countOf(client, `${COUNT_QUERY} AND ExecutionStatus="Running" AND DunningAttempt = 1`)) < WORKFLOWS && Date.now() < visibilityDeadline) await sleep(250);
@@ -185,13 +201,13 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
     const mib = (bytes: number) => Math.round(bytes / MiB);
     const ms = (values: number[], p: number) => round2(percentile(values, p));
     const calls = atParked.activityCalls;
-    const dbSize = sqliteBytes(stack.temporalDbFile);
+    const dbSize = full ? await postgresBytes(stack.databaseUrl, Object.values(full.databases)) : sqliteBytes(stack.temporalDbFile);
     const cpuShare = (w: HealthWindow) => (w.serverCpuSeconds === null ? 'n/a' : `${Math.round((w.serverCpuSeconds / ((w.to - w.from) / 1000)) * 100)}%`);
     const workerCpuShare = (samples: readonly WorkerSample[]) =>
       samples.length > 1 ? `${Math.round(((samples[samples.length - 1]!.cpuSeconds - samples[0]!.cpuSeconds) / ((samples[samples.length - 1]!.at - samples[0]!.at) / 1000)) * 100)}%` : 'n/a';
 
     return {
-      name: 'dunning-parked',
+      name: temporal === 'full' ? 'dunning-parked-full-server' : 'dunning-parked',
       description:
         `${WORKFLOWS} dunning campaigns (dunningWorkflow, production bundle and data converter: payloads KMS-encrypted) started ` +
         `directly from a client, ${CONCURRENCY} starts in flight, each left parked on its first retry timer (policy: first retry a day ` +
@@ -201,7 +217,7 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
         `PostgreSQL's. The worker (both task queues, maxCachedWorkflows as WORKER_MAX_CACHED_WORKFLOWS sets it unless BENCH_DUNNING_MAX_CACHED does, ` +
         `runtime logging at WARN) runs in a child process of its own so that its RSS is the worker's alone; baseline: the same ` +
         `worker's RSS idle (median over a ${WINDOW_SECONDS} s window before the load). Peak: the highest RSS from the first start ` +
-        `on (the kernel's VmHWM, reset at the load, and a 100 ms sampler). Dev server health: latency of DescribeNamespace and of ` +
+        `on (the kernel's VmHWM, reset at the load, and a 100 ms sampler). Temporal: the ${serverName}; its health: latency of DescribeNamespace and of ` +
         `a visibility count (${COUNT_QUERY}), one call of each in flight, over ${WINDOW_SECONDS} s before the load and ${WINDOW_SECONDS} s ` +
         `while every campaign is parked. Parked = every campaign has started its day-long timer (a sink in a benchmark-only ` +
         `workflow interceptor), checked against visibility (all running, DunningAttempt = 1) and the last histories.`,
@@ -252,13 +268,14 @@ export async function dunningParkedBenchmark(): Promise<BenchResult> {
         countP50Ratio: round2(percentile(waiting.countMs, 0.5) / percentile(idle.countMs, 0.5)),
         countP99Ratio: round2(percentile(waiting.countMs, 0.99) / percentile(idle.countMs, 0.99)),
         countCalls: `${idle.countMs.length} idle, ${waiting.countMs.length} parked`,
-        devServerPid: serverPid ?? 'not found',
-        devServerIdleRssMiB: idle.serverRss.length ? mib(median(idle.serverRss)) : 'n/a',
-        devServerParkedRssMiB: waiting.serverRss.length ? mib(median(waiting.serverRss)) : 'n/a',
-        devServerPeakRssMiB: serverPeak === null ? 'n/a' : mib(serverPeak),
-        devServerCpuIdle: cpuShare(idle),
-        devServerCpuParked: cpuShare(waiting),
-        devServerSqliteMiB: dbSize === null ? 'n/a' : round2(dbSize / MiB),
+        temporal: serverName,
+        serverPid: serverPid ?? 'not found',
+        serverIdleRssMiB: idle.serverRss.length ? mib(median(idle.serverRss)) : 'n/a',
+        serverParkedRssMiB: waiting.serverRss.length ? mib(median(waiting.serverRss)) : 'n/a',
+        serverPeakRssMiB: serverPeak === null ? 'n/a' : mib(serverPeak),
+        serverCpuIdle: cpuShare(idle),
+        serverCpuParked: cpuShare(waiting),
+        [temporal === 'full' ? 'serverPostgresMiB' : 'serverSqliteMiB']: dbSize === null ? 'n/a' : round2(dbSize / MiB),
       },
     };
   } finally {
@@ -451,6 +468,19 @@ function processCpuSeconds(pid: number): number | null {
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
   } catch {
     return null;
+  }
+}
+
+/** The size of the full server's databases (persistence and visibility), as PostgreSQL counts them. */
+async function postgresBytes(ownerUrl: string, databases: readonly string[]): Promise<number | null> {
+  const db = createDb(ownerUrl, { max: 1 });
+  try {
+    const names = databases.map((url) => new URL(url).pathname.slice(1));
+    const row = await sql<{ bytes: string }>`select sum(pg_database_size(datname))::text as bytes from pg_database where datname in (${sql.join(names)})`.execute(db);
+    const bytes = Number(row.rows[0]?.bytes);
+    return Number.isFinite(bytes) ? bytes : null;
+  } finally {
+    await db.destroy();
   }
 }
 
