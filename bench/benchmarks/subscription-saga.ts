@@ -222,7 +222,7 @@ export async function startSagaRig(config: Config, runTag: string) {
     closers.push(() => workerConnection.close());
     const sagaWorkers = await createWorkers({
       config,
-      workflowBundle: await bundleWorkflows(),
+      workflowBundle: await bundleWorkflows(config),
       connection: workerConnection,
       dataConverter: workerServices.dataConverter,
       deps: { identity: 'bench-saga-worker', ...workerServices, config },

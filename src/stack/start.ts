@@ -74,7 +74,7 @@ export async function startStack(config: Config, log: Logger): Promise<Stack> {
 
     // Bundled once here: a restarted app process loads the file instead of running webpack again.
     const bundlePath = path.join(config.dataDir, 'run', 'workflow-bundle.js');
-    const bundling = bundleWorkflows().then(async ({ code }) => {
+    const bundling = bundleWorkflows(config).then(async ({ code }) => {
       await mkdir(path.dirname(bundlePath), { recursive: true });
       await writeFile(bundlePath, code);
     });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { sagaMetricsSinks } from '../../src/worker/saga-metrics';
-import { tracingSinks, WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
+import { TRACED_WORKFLOW_BUNDLE_OPTIONS, tracingSinks, WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import { historyFromJson } from '../support/histories';
 import { silentLogger } from '../support/runtime';
 
@@ -20,9 +20,12 @@ const files = readdirSync(HISTORIES, { recursive: true, encoding: 'utf8' })
 const load = (file: string) => historyFromJson(JSON.parse(readFileSync(path.join(HISTORIES, file), 'utf8')));
 
 describe('replay of recorded workflow histories', () => {
+  // The default bundle (tracing off) and the one a process with tracing on runs: every history must replay under both.
   let workflowBundle: WorkflowBundleWithSourceMap;
+  let tracedBundle: WorkflowBundleWithSourceMap;
   beforeAll(async () => {
     workflowBundle = await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS, logger: silentLogger });
+    tracedBundle = await bundleWorkflowCode({ ...TRACED_WORKFLOW_BUNDLE_OPTIONS, logger: silentLogger });
   });
 
   it('has the subscription histories: the happy paths, each compensation path and the subscription’s life', () => {
@@ -86,11 +89,12 @@ describe('replay of recorded workflow histories', () => {
     expect([...before.started, ...before.scheduled.flat()]).toEqual([]);
   });
 
-  it('replays every history against the current workflow code without a determinism error', async () => {
+  it.each(['tracing off', 'tracing on'] as const)('replays every history against the current workflow code without a determinism error (%s)', async (which) => {
     const histories = files.map((file) => ({ workflowId: `replay:${file}`, history: load(file) }));
     const failures: string[] = [];
     let replayed = 0;
-    for await (const result of Worker.runReplayHistories({ workflowBundle, replayName: 'histories', sinks: { ...tracingSinks(), ...sagaMetricsSinks } }, histories)) {
+    const bundle = which === 'tracing on' ? tracedBundle : workflowBundle;
+    for await (const result of Worker.runReplayHistories({ workflowBundle: bundle, replayName: 'histories', sinks: { ...tracingSinks(), ...sagaMetricsSinks } }, histories)) {
       replayed += 1;
       if (result.error) failures.push(`${result.workflowId}: ${result.error.name}: ${result.error.message}`);
     }

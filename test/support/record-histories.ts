@@ -24,7 +24,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import { REPO_ROOT } from '../../src/stack/paths';
 import { serverPath } from '../../src/stack/servers';
 import { SEARCH_ATTRIBUTES } from '../../src/temporal/search-attributes';
-import { WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
+import { TRACED_WORKFLOW_BUNDLE_OPTIONS } from '../../src/worker/worker';
 import {
   cancelSubscriptionUpdate,
   paymentFailedSignal,
@@ -70,7 +70,8 @@ async function main() {
     namespace: env.namespace ?? 'default',
     taskQueue: TASK_QUEUE,
     fakes,
-    workflowBundle: await bundleWorkflowCode({ ...WORKFLOW_BUNDLE_OPTIONS }),
+    // Recorded with tracing on: the trace context rides in headers, which replay under either bundle.
+    workflowBundle: await bundleWorkflowCode({ ...TRACED_WORKFLOW_BUNDLE_OPTIONS }),
   });
   // Recorded with tracing on, as production runs: the client's trace context rides in the start's headers,
   // the workflow's in every activity and child it schedules (the tracing interceptors are in the bundle).
