@@ -18,6 +18,7 @@ import { codecKeyAlias, masterKeyAlias, type Config } from '../src/config/config
 import { encryptionContext } from '../src/crypto/data-keys';
 import { mapKmsError } from '../src/crypto/kms-errors';
 import type { Db } from '../src/db/database';
+import { unpromotedRotation } from '../src/keys/key-rotation-dal';
 import type { RotationPlan, RotationTarget } from '../workflows/key-rotation-contracts';
 import { GRACE_PERIOD_STAGE, KEY_ROTATION_FAILURE } from '../workflows/key-rotation-contracts';
 
@@ -77,7 +78,7 @@ export function createKeyRotationActivities(deps: KeyRotationDeps) {
      * Answers the promoted rotations still waiting out their grace period: this one ends them.
      */
     async beginRotation(input: { readonly rotationId: string; readonly requestedBy: string }): Promise<{ graceToEnd: string[] }> {
-      const unpromoted = await deps.db.selectFrom('key_rotations').select(['id']).where('status', '=', 'running').where('promoted_at', 'is', null).executeTakeFirst();
+      const unpromoted = await unpromotedRotation(deps.db);
       if (unpromoted && unpromoted.id !== input.rotationId) throw alreadyRunning(unpromoted.id);
       if (!unpromoted) {
         try {

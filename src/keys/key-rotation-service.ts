@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ScheduleOverlapPolicy, WorkflowNotFoundError, type Client, type ScheduleOptionsAction } from '@temporalio/client';
 import { ensureSchedule } from '../temporal/schedules';
+import { unpromotedRotation } from './key-rotation-dal';
 import type { Config } from '../config/config';
 import type { Db } from '../db/database';
 import type { Logger } from '../log';
@@ -62,7 +63,7 @@ export async function ensureKeyRotationSchedule(client: Pick<Client, 'schedule'>
  * `reason` makes it an emergency (see {@link RotationReason}). Returns its id (the workflow id).
  */
 export async function startKeyRotation(client: Pick<Client, 'workflow'>, db: Db, config: Pick<Config, 'temporal'>, requestedBy: string, reason?: RotationReason): Promise<string> {
-  const running = await db.selectFrom('key_rotations').select('id').where('status', '=', 'running').where('promoted_at', 'is', null).executeTakeFirst();
+  const running = await unpromotedRotation(db);
   if (running) throw new RotationAlreadyRunningError(running.id);
   const rotationId = `key-rotation:${randomUUID()}`;
   const input: KeyRotationInput = reason ? { requestedBy, reason } : { requestedBy };
