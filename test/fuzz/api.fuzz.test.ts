@@ -2,13 +2,10 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SCOPES } from '../../src/auth/scopes';
-import { loadConfig } from '../../src/config/config';
-import { createDb, dropDatabase, ensureDatabase } from '../../src/db/database';
-import { migrate } from '../../src/db/migrate';
 import type { RunningServer } from '../../src/runtime';
 import type { Services } from '../../src/services';
 import { startTestApi } from '../support/runtime';
-import { testEnv, testStack } from '../support/stack';
+import { ownDatabase } from '../support/own-database';
 import { tokenFor } from '../support/tokens';
 
 /**
@@ -67,27 +64,19 @@ const contentType = fc.option(fc.oneof(fc.constantFrom('application/json', 'appl
 const query = fc.option(fc.dictionary(fc.constantFrom('after', 'limit', 'subjectType', 'subjectId', 'x'), fc.oneof(fc.string({ maxLength: 20 }), fc.integer().map(String))), { nil: undefined });
 
 describe('API over HTTP (property)', () => {
-  const url = new URL(testStack().databaseUrl);
-  url.pathname = `${url.pathname}_apifuzz`;
-  const env = testEnv({ DATABASE_URL: url.toString(), TEMPORAL_TASK_QUEUE: `apifuzz-nobody-polls-${randomBytes(4).toString('hex')}` });
-  const config = loadConfig(env);
   let api: RunningServer & { services: Services };
   let token: string;
+  let dropDatabase: () => Promise<void>;
 
   beforeAll(async () => {
-    await ensureDatabase(config.databaseUrl!);
-    const owner = createDb(config.databaseUrl!, { max: 1 });
-    try {
-      await migrate(owner);
-    } finally {
-      await owner.destroy();
-    }
-    api = await startTestApi(config);
-    token = await tokenFor(config, 'svc-fuzz', SCOPES.filter((s) => !s.startsWith('payload:')));
+    const own = await ownDatabase('apifuzz', { TEMPORAL_TASK_QUEUE: `apifuzz-nobody-polls-${randomBytes(4).toString('hex')}` }, 1);
+    dropDatabase = own.drop;
+    api = await startTestApi(own.config);
+    token = await tokenFor(own.config, 'svc-fuzz', SCOPES.filter((s) => !s.startsWith('payload:')));
   }, 60_000);
   afterAll(async () => {
     await api?.stop();
-    await dropDatabase(config.databaseUrl!);
+    await dropDatabase?.();
   });
 
   /** Sends one request and checks the answer's shape; returns its status. */

@@ -2,19 +2,18 @@ import { randomBytes } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, type Config } from '../../src/config/config';
+import type { Config } from '../../src/config/config';
 import { sealProfile } from '../../src/customers/customer-crypto';
 import { insertCustomer, markCustomerErased } from '../../src/customers/customer-dal';
 import { ensureRetentionSchedule, retentionPlan } from '../../src/customers/customer-retention';
-import { createDb, dropDatabase, ensureDatabase, type Db } from '../../src/db/database';
-import { migrate } from '../../src/db/migrate';
+import type { Db } from '../../src/db/database';
 import { connectClient } from '../../src/temporal/connection';
 import { runWorkersUntil } from '../../src/worker/worker';
 import { CUSTOMER_RETENTION_SCHEDULE_ID, erasureWorkflowId, type CustomerRetentionInput } from '../../workflows/customer-contracts';
 import type { customerRetentionWorkflow } from '../../workflows/customers';
 import { createTestWorkers, quietLog } from '../support/runtime';
 import { spawnCli } from '../support/spawn';
-import { testEnv, testStack } from '../support/stack';
+import { ownDatabase } from '../support/own-database';
 
 const DAY_MS = 86_400_000;
 const RETENTION_DAYS = 730;
@@ -25,15 +24,10 @@ const RETENTION_DAYS = 730;
  * with the reason `retention`; everyone with anything still open, or who ended recently, stays.
  */
 describe('customer retention', () => {
-  const url = new URL(testStack().databaseUrl);
-  url.pathname = `${url.pathname}_retention`;
-  const env = testEnv({
-    DATABASE_URL: url.toString(),
-    TEMPORAL_TASK_QUEUE: `retention-${process.pid}-${Date.now().toString(36)}`,
-    CUSTOMER_RETENTION_DAYS: String(RETENTION_DAYS),
-  });
-  const config: Config = loadConfig(env);
+  let env: Record<string, string>;
+  let config: Config;
   let owner: Db;
+  let dropDatabase: () => Promise<void>;
   let workers: Awaited<ReturnType<typeof createTestWorkers>>;
   let client: Client;
   let release: () => void;
@@ -72,9 +66,10 @@ describe('customer retention', () => {
   }
 
   beforeAll(async () => {
-    await ensureDatabase(config.databaseUrl!);
-    owner = createDb(config.databaseUrl!, { max: 2 });
-    await migrate(owner);
+    ({ env, config, owner, drop: dropDatabase } = await ownDatabase('retention', {
+      TEMPORAL_TASK_QUEUE: `retention-${process.pid}-${Date.now().toString(36)}`,
+      CUSTOMER_RETENTION_DAYS: String(RETENTION_DAYS),
+    }));
     workers = await createTestWorkers(config, 'retention-worker');
     running = runWorkersUntil(workers.workers, new Promise<void>((resolve) => (release = resolve)));
     client = await connectClient(config, workers.services.dataConverter);
@@ -117,8 +112,7 @@ describe('customer retention', () => {
     await running;
     await client?.connection.close();
     await workers?.close();
-    await owner?.destroy();
-    await dropDatabase(config.databaseUrl!);
+    await dropDatabase?.();
   });
 
   const retention = (input: CustomerRetentionInput) =>

@@ -1,13 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { DescribeKeyCommand, type KMSClient } from '@aws-sdk/client-kms';
-import { loadConfig, masterKeyAlias, codecKeyAlias, type Config } from '../../src/config/config';
+import { masterKeyAlias, codecKeyAlias, type Config } from '../../src/config/config';
 import { openProfile, sealProfile } from '../../src/customers/customer-crypto';
 import { insertCustomer } from '../../src/customers/customer-dal';
-import { createDb, dropDatabase, ensureDatabase, type Db } from '../../src/db/database';
-import { migrate } from '../../src/db/migrate';
+import type { Db } from '../../src/db/database';
+import { ownDatabase } from './own-database';
 import { createKmsClient, ensureMasterKeys } from '../../src/kms/kms-client';
 import { createServices, type Services } from '../../src/services';
-import { testEnv, testStack } from './stack';
 import { quietLog } from './runtime';
 
 /**
@@ -16,21 +15,18 @@ import { quietLog } from './runtime';
  * and `customers` customers registered through the real envelope, half in each region.
  */
 export async function rotationWorld(name: string, customers: number, overrides: Record<string, string> = {}) {
-  const url = new URL(testStack().databaseUrl);
-  url.pathname = `${url.pathname}_${name}`;
-  const env = testEnv({
-    DATABASE_URL: url.toString(),
-    KMS_KEY_ALIAS_PREFIX: `alias/${name}-${randomBytes(4).toString('hex')}`,
-    TEMPORAL_TASK_QUEUE: `${name}-${process.pid}-${Date.now().toString(36)}`,
-    KEY_ROTATION_GRACE_SECONDS: '2',
-    DATA_KEY_CACHE_MAX_AGE_SECONDS: '1',
-    KEY_ROTATION_BATCH_SIZE: '50',
-    ...overrides,
-  });
-  const config = loadConfig(env);
-  await ensureDatabase(config.databaseUrl!);
-  const owner = createDb(config.databaseUrl!, { max: 4 });
-  await migrate(owner);
+  const { env, config, owner, drop } = await ownDatabase(
+    name,
+    {
+      KMS_KEY_ALIAS_PREFIX: `alias/${name}-${randomBytes(4).toString('hex')}`,
+      TEMPORAL_TASK_QUEUE: `${name}-${process.pid}-${Date.now().toString(36)}`,
+      KEY_ROTATION_GRACE_SECONDS: '2',
+      DATA_KEY_CACHE_MAX_AGE_SECONDS: '1',
+      KEY_ROTATION_BATCH_SIZE: '50',
+      ...overrides,
+    },
+    4,
+  );
   const kms = createKmsClient(config);
   // The shared KMS is a local one: create this world's keys as `npm start` would.
   await ensureMasterKeys(kms, { ...config, kms: { ...config.kms, local: { port: 0 } } });
@@ -95,8 +91,7 @@ export async function rotationWorld(name: string, customers: number, overrides: 
     async close(): Promise<void> {
       await services.close();
       kms.destroy();
-      await owner.destroy();
-      await dropDatabase(config.databaseUrl!);
+      await drop();
     },
   };
 }
